@@ -1,0 +1,1 @@
+"""The ``mserve`` command line (installed as ``mserve.cli``)."""

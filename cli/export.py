@@ -1,0 +1,130 @@
+"""``mserve export``: convert a model, check parity, publish the next version."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mserve.errors import UsageError
+
+from .options import DEFAULT_REPO, JsonOption, RepoOption
+from .output import console, emit_json, err_console, note
+
+ToleranceOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="X|OUTPUT=X",
+        help="Tolerance for every output (X) or for one (OUTPUT=X); repeatable.",
+        show_default=False,
+    ),
+]
+
+
+def export_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Model file: .onnx, or a scikit-learn .joblib/.pkl (needs --trust-source).",
+            show_default=False,
+        ),
+    ],
+    *,
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="Model name in the repository.", show_default=False)
+    ],
+    repo: RepoOption = DEFAULT_REPO,
+    framework: Annotated[
+        str | None,
+        typer.Option(help="Source framework (sklearn, onnx); detected from the file if omitted."),
+    ] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sample input (.npy, .npz, .json, .csv): fixes input types, drives the parity check."
+        ),
+    ] = None,
+    trust_source: Annotated[
+        bool,
+        typer.Option(
+            "--trust-source", help="Allow loading a pickle-based source file, which runs code from it."
+        ),
+    ] = False,
+    atol: ToleranceOption = None,
+    rtol: ToleranceOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Convert a model to ONNX, check parity with the source, and publish the next version."""
+    from mserve.converters import export
+    from mserve.parity import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+
+    default_atol, atol_by_output = parse_tolerances("--atol", atol or [], DEFAULT_ATOL)
+    default_rtol, rtol_by_output = parse_tolerances("--rtol", rtol or [], DEFAULT_RTOL)
+    tolerance = Tolerance(
+        default_atol,
+        default_rtol,
+        {
+            name: (atol_by_output.get(name), rtol_by_output.get(name))
+            for name in atol_by_output.keys() | rtol_by_output.keys()
+        },
+    )
+    with err_console.status(f"Exporting {source.name}", spinner="dots") if not json else nullcontext():
+        result = export(
+            source, name=name, repo=repo, sample=sample, framework=framework,
+            trust_source=trust_source, tolerance=tolerance,
+        )
+    if json:
+        emit_json(result.to_dict())
+        return
+    for message in result.notes:
+        note(message)
+    render_parity(result.manifest.parity)
+    console.print(f"Published [bold]{name}:{result.version}[/] at {result.path}")
+
+
+def parse_tolerances(
+    option: str, values: list[str], default: float
+) -> tuple[float, dict[str, float]]:
+    """``["1e-3", "probabilities=1e-2"]`` -> (1e-3, {"probabilities": 1e-2})."""
+    per_output: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            parsed = float(number)
+        except ValueError:
+            raise UsageError(f"{option} {value!r}: expected a number or OUTPUT=NUMBER") from None
+        if not parsed >= 0:
+            raise UsageError(f"{option} {value!r}: a tolerance must be zero or positive")
+        if name:
+            per_output[name] = parsed
+        else:
+            default = parsed
+    return default, per_output
+
+
+def render_parity(parity: dict[str, Any]) -> None:
+    outputs = parity.get("outputs")
+    if not outputs:
+        console.print(f"Parity: {parity.get('method', 'not checked')}")
+        return
+    table = Table(title=f"Parity on {parity['rows']} row(s)", title_justify="left")
+    for column in ("output", "max abs diff", "max rel diff", "mismatches", "atol", "rtol", ""):
+        table.add_column(column)
+    for name, o in outputs.items():
+        table.add_row(
+            name,
+            _figure(o.get("max_abs_diff")),
+            _figure(o.get("max_rel_diff")),
+            f"{o['mismatches']}/{o['elements']}",
+            f"{o['atol']:g}",
+            f"{o['rtol']:g}",
+            "[green]ok[/]" if o["passed"] else "[red]FAIL[/]",
+        )
+    console.print(table)
+
+
+def _figure(value: float | None) -> str:
+    return "exact" if value is None else f"{value:.3g}"

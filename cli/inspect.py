@@ -1,0 +1,104 @@
+"""``mserve list`` and ``mserve show``: what the repository holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from mserve.reference import Reference
+from mserve.repository import Repository
+from mserve.signature import TensorSpec
+
+from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
+from .output import console, emit_json
+
+
+def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -> None:
+    """List the models in the repository with their versions and labels."""
+    repository = Repository(repo)
+    rows: list[dict[str, Any]] = []
+    for name in repository.models():
+        state = repository.state(name)
+        rows.append(
+            {
+                "name": name,
+                "versions": repository.versions(name),
+                "labels": state.labels,
+                "retired": sorted(state.retired),
+            }
+        )
+    if json:
+        emit_json(rows)
+        return
+    table = Table(title=f"Models in {escape(str(repository.root))}", title_justify="left")
+    for column in ("model", "versions", "latest", "labels", "retired"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            _ranges(row["versions"]),
+            str(row["versions"][-1]),
+            ", ".join(f"{k} -> {v}" for k, v in sorted(row["labels"].items())) or "-",
+            _ranges(row["retired"]) or "-",
+        )
+    console.print(table)
+
+
+def show_command(ref: RefArgument, *, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -> None:
+    """Show a version's manifest: signature, source, parity figures, provenance."""
+    repository = Repository(repo)
+    model, version = repository.resolve(Reference.parse(ref))
+    manifest = repository.manifest(model, version)
+    labels = [label for label, v in repository.state(model).labels.items() if v == version]
+    if json:
+        emit_json({**manifest.to_dict(), "labels": labels})
+        return
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("version", f"{model}:{version}" + (f"  ({', '.join(labels)})" if labels else ""))
+    facts.add_row("created", manifest.created_at)
+    source = manifest.source
+    facts.add_row(
+        "source",
+        escape(
+            f"{source.get('framework', '?')} {source.get('framework_version', '')}"
+            f" via {source.get('converter', '?')} {source.get('converter_version', '')}".strip()
+        ),
+    )
+    if source.get("file"):
+        facts.add_row("source file", escape(f"{source['file']} (sha256 {source.get('sha256', '?')[:12]}…)"))
+    opsets = ", ".join(f"{d} {v}" for d, v in manifest.onnx.get("opset", {}).items())
+    facts.add_row("onnx", f"IR {manifest.onnx.get('ir_version', '?')}, opset {opsets}")
+    parity = manifest.parity
+    facts.add_row(
+        "parity",
+        escape(parity.get("summary") or parity.get("method") or ("passed" if parity.get("passed") else "?")),
+    )
+    for key, value in manifest.provenance.items():
+        facts.add_row(key.replace("_", " "), escape(value))
+    console.print(facts)
+    for title, specs in (("inputs", manifest.signature.inputs), ("outputs", manifest.signature.outputs)):
+        console.print(_spec_table(title, specs))
+
+
+def _spec_table(title: str, specs: tuple[TensorSpec, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("name", "dtype", "shape"):
+        table.add_column(column)
+    for spec in specs:
+        table.add_row(escape(spec.name), escape(spec.dtype), escape(spec.shape_text()))
+    return table
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    parts: list[str] = []
+    for n in numbers:
+        if parts and n == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{n}"
+        else:
+            parts.append(str(n))
+    return ", ".join(parts)

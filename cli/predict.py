@@ -1,0 +1,67 @@
+"""``mserve predict``: run a version on an input and print its outputs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mserve.reference import Reference
+from mserve.repository import Repository
+
+from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
+from .output import console, emit_json
+
+
+def predict_command(
+    ref: RefArgument,
+    *,
+    input_: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="JSON|@FILE",
+            help=(
+                "A nested list (single-input models), an object keyed by input name, "
+                "or @FILE (.json, .npy, .npz, .csv)."
+            ),
+            show_default=False,
+        ),
+    ],
+    repo: RepoOption = DEFAULT_REPO,
+    json: JsonOption = False,
+) -> None:
+    """Run a version locally with onnxruntime and print its outputs."""
+    from mserve import inputs
+    from mserve.manifest import MODEL_FILE
+    from mserve.runtime import ModelRunner
+
+    repository = Repository(repo)
+    model, version = repository.resolve(Reference.parse(ref))
+    data = inputs.parse_argument(input_)
+    runner = ModelRunner.open(repository.version_file(model, version, MODEL_FILE))
+    outputs = {name: _plain(value) for name, value in runner.run(inputs.bind(runner.signature, data)).items()}
+    if json:
+        emit_json({"model": model, "version": version, "outputs": outputs})
+        return
+    table = Table(title=f"{model}:{version}", title_justify="left")
+    table.add_column("output")
+    table.add_column("value")
+    for name, value in outputs.items():
+        table.add_row(escape(name), escape(_compact(value)))
+    console.print(table)
+
+
+def _plain(value: Any) -> Any:
+    """Outputs as JSON-ready Python values (arrays -> nested lists)."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _compact(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 2000 else text[:2000] + " …"

@@ -1,0 +1,100 @@
+"""How converters plug in: each one is an entry point in the ``mserve.converters`` group.
+
+mserve's own converters register exactly as a third-party package would, in its
+``pyproject.toml``; a converter module imports its framework only when it is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mserve.errors import MissingExtraError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+ENTRY_POINT_GROUP = "mserve.converters"
+
+
+@dataclass
+class Conversion:
+    """A converted model, the sample as ONNX inputs, and the source model's own answers."""
+
+    model: onnx.ModelProto
+    feeds: dict[str, np.ndarray[Any, Any]]
+    expected: dict[str, np.ndarray[Any, Any]] | None  # keyed by ONNX output name; None: no source
+    source: dict[str, Any]  # framework, framework_version, converter, converter_version
+    synthetic_sample: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Converter(Protocol):
+    name: str
+    # Loading these files runs code from them (pickle): refused without --trust-source.
+    unsafe_suffixes: tuple[str, ...]
+
+    def detect(self, path: Path) -> bool:
+        """Whether ``path`` looks like this converter's source format."""
+
+    def accepts(self, obj: Any) -> bool:
+        """Whether an in-process object is a model of this framework."""
+
+    def load(self, path: Path) -> tuple[Any, list[str]]:
+        """Load a source file (its safety was checked by the caller); also notes for the user."""
+
+    def convert(self, model: Any, sample: Any) -> Conversion:
+        """Convert ``model``; ``sample`` (arrays or None) fixes input types and drives parity."""
+
+
+@cache
+def converters() -> dict[str, Converter]:
+    found: dict[str, Converter] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found[entry.name] = entry.load()
+    return found
+
+
+def by_name(name: str) -> Converter:
+    available = converters()
+    if name not in available:
+        raise UsageError(f"unknown framework {name!r}; available: {', '.join(sorted(available))}")
+    return available[name]
+
+
+def for_file(path: Path) -> Converter:
+    for converter in converters().values():
+        if converter.detect(path):
+            return converter
+    raise UsageError(
+        f"cannot tell which framework {path.name} comes from; pass --framework "
+        f"({', '.join(sorted(converters()))})"
+    )
+
+
+def for_object(obj: Any) -> Converter:
+    for converter in converters().values():
+        if converter.accepts(obj):
+            return converter
+    raise UsageError(f"no converter accepts objects of type {type(obj).__qualname__}")
+
+
+def package_version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional framework, or say exactly how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module.split(".")[0], extra) from None

@@ -1,0 +1,89 @@
+"""Every failure mserve reports, in one tree.
+
+    MserveError                  exit 3, HTTP 500   base; anything unexpected from our own code
+    ├── UsageError               exit 2, HTTP 400   a bad argument, name or reference
+    │   ├── NotFoundError        exit 2, HTTP 404   no such model, version or label
+    │   └── UntrustedSourceError exit 2, HTTP 400   loading the source would run its code
+    ├── CheckFailed              exit 1, HTTP 422   a check ran and said no
+    │   ├── InputError           exit 1, HTTP 400   an input does not fit the model's signature
+    │   ├── ConversionError      exit 1, HTTP 422   the source cannot be converted to ONNX
+    │   ├── ParityError          exit 1, HTTP 422   ONNX disagrees with the source model
+    │   ├── ValidationError      exit 1, HTTP 422   a published version is not sound
+    │   └── IncompatibleError    exit 1, HTTP 409   a signature change would break clients
+    └── EnvironmentProblem       exit 3, HTTP 503   the machine, the disk or an install is at fault
+        ├── MissingExtraError    exit 3, HTTP 503   an optional framework is not installed
+        └── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
+
+The core raises these; only the edges (the CLI, the HTTP layer) turn them into an exit code or a
+response. Messages are one line, and never carry a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MserveError(Exception):
+    exit_code = 3
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(MserveError):
+    exit_code = 2
+    http_status = 400
+
+
+class NotFoundError(UsageError):
+    http_status = 404
+
+
+class UntrustedSourceError(UsageError):
+    pass
+
+
+class CheckFailed(MserveError):
+    exit_code = 1
+    http_status = 422
+
+
+class InputError(CheckFailed):
+    http_status = 400
+
+
+class ConversionError(CheckFailed):
+    pass
+
+
+class ParityError(CheckFailed):
+    pass
+
+
+class ValidationError(CheckFailed):
+    pass
+
+
+class IncompatibleError(CheckFailed):
+    http_status = 409
+
+
+class EnvironmentProblem(MserveError):
+    exit_code = 3
+    http_status = 503
+
+
+class MissingExtraError(EnvironmentProblem):
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'mserve[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class RepositoryError(EnvironmentProblem):
+    http_status = 500

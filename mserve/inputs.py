@@ -1,0 +1,162 @@
+"""Input data from the command line or files: inline JSON, ``.json``, ``.npy``, ``.npz``, ``.csv``.
+
+Binary formats keep their dtypes. Text formats carry no precision, so their numbers become
+float32 (the dtype nearly every exported model takes) and the signature coerces from there.
+Nothing here unpickles: ``.npy``/``.npz`` are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .signature import Signature
+
+SUFFIXES = (".json", ".npy", ".npz", ".csv")
+MAX_JSON_DEPTH = 64
+
+
+@dataclass
+class Table:
+    """Named columns of equal length, as read from a CSV file."""
+
+    columns: dict[str, np.ndarray[Any, Any]]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def matrix(self) -> np.ndarray[Any, Any]:
+        import numpy as np
+
+        if any(c.dtype.kind in "USO" for c in self.columns.values()):
+            raise InputError("the CSV has text columns; this model takes one numeric matrix")
+        return np.stack(list(self.columns.values()), axis=1).astype(np.float32)
+
+
+Loaded = Any  # np.ndarray | dict[str, np.ndarray] | Table | a JSON value
+
+
+def parse_argument(text: str) -> Loaded:
+    """``--input`` value: ``@FILE`` loads a file; anything else is inline JSON."""
+    if text.startswith("@"):
+        return load_file(Path(text[1:]))
+    try:
+        return _checked_depth(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--input is not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def load_file(path: Path) -> Loaded:
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(f"{path.name}: unsupported input file type; use {', '.join(SUFFIXES)}")
+    if not path.is_file():
+        raise UsageError(f"input file {path} does not exist")
+    try:
+        if suffix == ".json":
+            return _checked_depth(json.loads(path.read_text(encoding="utf-8")))
+        if suffix == ".csv":
+            return _read_csv(path)
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as exc:  # JSON errors, pickled arrays, bad headers
+        raise InputError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path.name} cannot be read ({exc.__class__.__name__})") from None
+
+
+def _checked_depth(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise InputError(f"input nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, list):
+        for item in value:
+            _checked_depth(item, depth + 1)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _checked_depth(item, depth + 1)
+    return value
+
+
+def _read_csv(path: Path) -> Table:
+    import numpy as np
+
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if len(rows) < 2:
+        raise InputError(f"{path.name}: a CSV needs a header row and at least one data row")
+    header, body = rows[0], rows[1:]
+    if len(set(header)) != len(header) or any(not name.strip() for name in header):
+        raise InputError(f"{path.name}: the header needs unique, non-empty column names")
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise InputError(f"{path.name}: line {number} has {len(row)} fields, not {len(header)}")
+    columns: dict[str, np.ndarray[Any, Any]] = {}
+    for index, name in enumerate(header):
+        cells = [row[index].strip() for row in body]
+        try:
+            columns[name.strip()] = np.array([float(c) for c in cells], dtype=np.float32)
+        except ValueError:
+            columns[name.strip()] = np.array(cells, dtype=str)
+    return Table(columns)
+
+
+def bind(signature: Signature, data: Loaded) -> dict[str, Any]:
+    """Match loaded data to the model's inputs by name, or to its single input."""
+    names = [t.name for t in signature.inputs]
+    if isinstance(data, Table):
+        if set(data.columns) == set(names):  # one input per column, each [N, 1]
+            return {name: data.columns[name].reshape(-1, 1) for name in names}
+        if len(names) == 1:
+            return {names[0]: data.matrix()}
+        raise InputError(f"the CSV columns must be the model's inputs: {', '.join(names)}")
+    if isinstance(data, Mapping):
+        return dict(data)
+    if len(names) != 1:
+        raise InputError(
+            f"the model takes {len(names)} inputs ({', '.join(names)}); "
+            "give an object keyed by input name"
+        )
+    return {names[0]: data}
+
+
+def as_arrays(data: Loaded) -> dict[str, np.ndarray[Any, Any]] | np.ndarray[Any, Any]:
+    """A sample as arrays: one matrix, or one array per named input."""
+    import numpy as np
+
+    if isinstance(data, Table):
+        return data.matrix()
+    if isinstance(data, Mapping):
+        return {str(k): _array(v) for k, v in data.items()}
+    if isinstance(data, np.ndarray):
+        return data
+    return _array(data)
+
+
+def _array(value: Any) -> np.ndarray[Any, Any]:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise InputError("the sample is not a rectangular array") from None
+    if array.dtype.kind in "iuf":  # JSON numbers carry no precision
+        return array.astype(np.float32)
+    if array.dtype.kind == "U":
+        return array
+    raise InputError("the sample must hold numbers or strings")

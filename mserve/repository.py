@@ -1,0 +1,255 @@
+"""The model repository on disk: ``<repo>/<model>/<version>/`` plus ``<repo>/<model>/model.json``.
+
+Writers take a per-model file lock; readers never lock, because every change becomes visible by
+one rename: a version directory is built in a staging directory beside it and renamed into
+place, and ``model.json`` is replaced whole. Nothing outside the repository root is read or
+written, whatever a name or a symlink says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from .errors import NotFoundError, RepositoryError, UsageError
+from .manifest import MANIFEST_FILE, Manifest, sha256_file, write_json
+from .reference import VERSION, Reference, check_label, check_model_name
+
+MODEL_STATE_FILE = "model.json"
+LOCK_FILE = ".lock"
+STAGING_PREFIX = ".staging-"
+LOCK_TIMEOUT_S = 120.0
+
+
+@dataclass
+class ModelState:
+    """Everything about a model that is not one version: labels, retirements, their history."""
+
+    labels: dict[str, int] = field(default_factory=dict)
+    retired: list[int] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    # Highest version ever allocated: a deleted version's number is never handed out again,
+    # so a server that cached version N never sees a different N.
+    last_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": self.labels,
+            "retired": sorted(self.retired),
+            "history": self.history,
+            "settings": self.settings,
+            "last_version": self.last_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelState:
+        labels = {check_label(str(k)): int(v) for k, v in data.get("labels", {}).items()}
+        return cls(
+            labels=labels,
+            retired=[int(v) for v in data.get("retired", [])],
+            history=list(data.get("history", [])),
+            settings=dict(data.get("settings", {})),
+            last_version=int(data.get("last_version", 0)),
+        )
+
+
+class Repository:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _confined(self, path: Path) -> Path:
+        """``path`` if it resolves inside the repository; symlinks may not lead out of it."""
+        real_root = self.root.resolve()
+        if not path.resolve().is_relative_to(real_root):
+            raise RepositoryError(f"{path.relative_to(self.root)} leads outside the repository")
+        return path
+
+    def model_dir(self, model: str) -> Path:
+        return self._confined(self.root / check_model_name(model))
+
+    def version_dir(self, model: str, version: int) -> Path:
+        return self._confined(self.model_dir(model) / str(version))
+
+    def version_file(self, model: str, version: int, relative: str) -> Path:
+        path = self.version_dir(model, version) / relative
+        real = path.resolve()
+        if not real.is_relative_to(self.version_dir(model, version).resolve()):
+            raise RepositoryError(f"{model}:{version}: {relative} leads outside its version")
+        return path
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise NotFoundError(f"model repository {self.root} does not exist")
+
+    def models(self) -> list[str]:
+        self._require_root()
+        names = []
+        for entry in self.root.iterdir():
+            if entry.is_dir() and not entry.name.startswith("."):
+                with contextlib.suppress(UsageError, RepositoryError):
+                    if self.versions(entry.name):  # a first export still staging is no model yet
+                        names.append(entry.name)
+        return sorted(names)
+
+    def versions(self, model: str) -> list[int]:
+        """Every published version, retired ones included, in ascending order."""
+        self._require_root()
+        directory = self.model_dir(model)
+        if not directory.is_dir():
+            raise NotFoundError(f"model {model!r} not found in {self.root}")
+        return sorted(
+            int(e.name) for e in directory.iterdir() if VERSION.fullmatch(e.name) and e.is_dir()
+        )
+
+    def state(self, model: str) -> ModelState:
+        path = self.model_dir(model) / MODEL_STATE_FILE
+        try:
+            return ModelState.from_dict(json.loads(self._confined(path).read_text("utf-8")))
+        except FileNotFoundError:
+            return ModelState()
+        except (OSError, ValueError, TypeError, AttributeError, UsageError) as exc:
+            raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
+
+    def manifest(self, model: str, version: int) -> Manifest:
+        return Manifest.read(self.version_dir(model, version))
+
+    def resolve(self, ref: Reference) -> tuple[str, int]:
+        """The version a reference names: explicit, by label, else ``stable``, else latest."""
+        versions = self.versions(ref.model)
+        if ref.version is not None:
+            if ref.version not in versions:
+                raise NotFoundError(f"model {ref.model!r} has no version {ref.version}")
+            return ref.model, ref.version
+        state = self.state(ref.model)
+        if ref.label is not None:
+            if ref.label not in state.labels:
+                raise NotFoundError(f"model {ref.model!r} has no label {ref.label!r}")
+            version = state.labels[ref.label]
+            if version not in versions:
+                raise RepositoryError(f"label {ref.label!r} of {ref.model!r} names missing {version}")
+            return ref.model, version
+        if state.labels.get("stable") in versions:
+            return ref.model, state.labels["stable"]
+        live = [v for v in versions if v not in state.retired]
+        if not live:
+            raise NotFoundError(f"model {ref.model!r} has no version to serve")
+        return ref.model, live[-1]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, model: str) -> Iterator[Path]:
+        """Hold the model's write lock; yields the model directory (created if new)."""
+        directory = self.model_dir(model)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self._confined(directory / LOCK_FILE)), timeout=LOCK_TIMEOUT_S)
+        try:
+            with lock:
+                yield directory
+        except Timeout:
+            raise RepositoryError(
+                f"{model}: another writer held the lock for {LOCK_TIMEOUT_S:.0f} s"
+            ) from None
+
+    def update_state(self, model: str, change: Callable[[ModelState], None]) -> ModelState:
+        """Apply ``change`` to ``model.json`` as one transaction (lock, read, write, rename)."""
+        with self.locked(model) as directory:
+            state = self.state(model)
+            change(state)
+            _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
+            return state
+
+    def publish(self, model: str, write: Callable[[Path], Manifest]) -> Manifest:
+        """Publish the next version of ``model``.
+
+        ``write`` fills a staging directory and returns the manifest (its version is set here).
+        The version becomes visible by one rename, so a reader never sees half of it; if
+        anything fails, or the process is stopped, no version appears.
+        """
+        directory = self.model_dir(model)
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        staging.mkdir()
+        try:
+            manifest = write(staging)
+            manifest.model = model
+            manifest.files = {
+                str(p.relative_to(staging)): sha256_file(p)
+                for p in sorted(staging.rglob("*"))
+                if p.is_file() and p.name != MANIFEST_FILE
+            }
+            with self.locked(model):
+                _remove_abandoned_staging(directory)
+                state = self.state(model)
+                existing = self.versions(model)
+                manifest.version = max([state.last_version, *existing]) + 1
+                manifest.write(staging)
+                _fsync_tree(staging)
+                os.rename(staging, directory / str(manifest.version))
+                _fsync_dir(directory)
+                state.last_version = manifest.version
+                _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
+            return manifest
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_json(path: Path, data: Any) -> None:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write_json(temporary, data)
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+        else:
+            _fsync_dir(path)
+    _fsync_dir(root)
+
+
+def _remove_abandoned_staging(directory: Path) -> None:
+    """Remove staging directories of exports that were killed (their process is gone)."""
+    for entry in directory.glob(f"{STAGING_PREFIX}*"):
+        pid_text = entry.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,154 @@
+"""An onnxruntime session that checks and coerces inputs against the model's signature."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError, MserveError, ValidationError
+from .signature import Signature, TensorSpec, numpy_dtype
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime as ort
+
+Arrays = dict[str, "np.ndarray[Any, Any]"]
+
+
+def create_session(
+    model: Path | bytes, *, threads: int = 0, providers: list[str] | None = None
+) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        return ort.InferenceSession(
+            source, sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises bare RuntimeError subclasses for bad models
+        raise ValidationError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+
+
+class ModelRunner:
+    """Runs one ONNX model; every input is checked against ``signature`` first."""
+
+    def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
+        self.session = session
+        self.signature = signature
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def open(cls, path: Path, threads: int = 0) -> ModelRunner:
+        """Open an ONNX file whose external data (if any) must lie in the file's folder."""
+        import onnx
+
+        from .onnx_files import check_external_data
+
+        graph = onnx.load(str(path), load_external_data=False)
+        check_external_data(graph, path.parent)
+        return cls(create_session(path, threads=threads), Signature.from_onnx(graph))
+
+    def coerce(self, inputs: Mapping[str, Any]) -> Arrays:
+        expected = [t.name for t in self.signature.inputs]
+        unknown = [name for name in inputs if name not in expected]
+        if unknown:
+            raise InputError(
+                f"unknown input {', '.join(map(repr, unknown))}; "
+                f"the model takes {', '.join(map(repr, expected))}"
+            )
+        missing = [name for name in expected if name not in inputs]
+        if missing:
+            raise InputError(f"missing input {', '.join(map(repr, missing))}")
+        return {spec.name: coerce_tensor(spec, inputs[spec.name]) for spec in self.signature.inputs}
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        feeds = self.coerce(inputs)
+        return dict(zip(self.output_names, self.run_arrays(feeds), strict=True))
+
+    def run_arrays(self, feeds: Arrays) -> list[Any]:
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        try:
+            return list(self.session.run(None, feeds))
+        except InvalidArgument as exc:
+            raise InputError(f"the model rejected the input: {_first_line(exc)}") from None
+        except Exception as exc:  # any other onnxruntime failure is the model's, not the caller's
+            raise MserveError(f"inference failed: {_first_line(exc)}") from None
+
+
+def coerce_tensor(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
+    """``value`` as an array of the spec's dtype and shape, or a one-line InputError."""
+    import numpy as np
+
+    where = f"input {spec.name!r}"
+    if not spec.is_tensor:
+        raise InputError(f"{where} has type {spec.dtype}, which mserve cannot feed")
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise InputError(f"{where} is not a rectangular array") from None
+    if array.dtype == object and array.size and not all(
+        isinstance(v, str | bytes) for v in array.flat
+    ):
+        raise InputError(f"{where} is not a rectangular array of one type")
+    array = _cast(array, spec, where)
+    return _fit_shape(array, spec, where)
+
+
+def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+    import numpy as np
+
+    target = numpy_dtype(spec.dtype)
+    kind = array.dtype.kind
+    if spec.dtype == "string":
+        if array.size and kind not in "USO":
+            raise InputError(f"{where} expects strings, got {array.dtype.name} values")
+        return np.vectorize(_as_text, otypes=[object])(array) if array.size else array.astype(object)
+    if kind in "USO":
+        raise InputError(f"{where} expects {spec.dtype} values, got strings")
+    if target.kind in "iub" and kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise InputError(f"{where} expects {spec.dtype} values, got fractional numbers")
+    if target.kind == "b" and kind in "iuf" and np.any((array != 0) & (array != 1)):
+        raise InputError(f"{where} expects booleans (true/false or 0/1)")
+    if target.kind in "iu" and array.size and kind in "iuf":
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise InputError(f"{where}: a value is out of range for {spec.dtype}")
+    return array.astype(target, copy=False)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _fit_shape(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+    if spec.shape is None:
+        return array
+    rank = len(spec.shape)
+    # One row without its batch axis: add the axis, as a user sending one example means.
+    batch_axis = spec.shape[0] if rank else 0
+    if array.ndim == rank - 1 and (batch_axis == 1 or not isinstance(batch_axis, int)):
+        array = array.reshape((1, *array.shape))
+    if array.ndim != rank:
+        raise InputError(
+            f"{where} expects rank {rank} {spec.shape_text()}, got shape {list(array.shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
+        if isinstance(want, int) and want != got:
+            raise InputError(
+                f"{where} expects {spec.shape_text()}, got {list(array.shape)} "
+                f"(dimension {axis} must be {want})"
+            )
+    return array
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else exc.__class__.__name__

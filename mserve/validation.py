@@ -1,0 +1,173 @@
+"""Is a published version sound? Every check runs and reports, so one call shows every problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import onnx_files
+from .errors import MserveError
+from .manifest import MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
+from .parity import Tolerance, compare
+from .repository import Repository
+from .runtime import ModelRunner, create_session
+from .signature import CompatibilityReport, Signature
+from .signature import compare as compare_signatures
+
+SAMPLE_INPUTS = "samples/inputs.npz"
+SAMPLE_OUTPUTS = "samples/outputs.npz"
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+@dataclass
+class ValidationReport:
+    model: str
+    version: int
+    checks: list[Check] = field(default_factory=list)
+    against: str | None = None
+    compatibility: CompatibilityReport | None = None
+
+    @property
+    def passed(self) -> bool:
+        valid = all(c.passed for c in self.checks)
+        return valid and (self.compatibility is None or self.compatibility.compatible)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model": self.model,
+            "version": self.version,
+            "valid": all(c.passed for c in self.checks),
+            "passed": self.passed,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+        if self.compatibility is not None:
+            data["against"] = self.against
+            data["compatibility"] = self.compatibility.to_dict()
+        return data
+
+
+class _Checks:
+    """Collects check results; a check that raises an MserveError fails with its message."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+
+    def run(self, name: str, check: Any) -> Any:
+        try:
+            result = check()
+        except MserveError as exc:
+            self.report.checks.append(Check(name, False, exc.message))
+            return None
+        except Exception as exc:  # onnx and onnxruntime raise many unrelated exception types
+            first = str(exc).strip().splitlines()
+            self.report.checks.append(Check(name, False, first[0][:300] if first else repr(exc)))
+            return None
+        detail = result if isinstance(result, str) else ""
+        self.report.checks.append(Check(name, True, detail))
+        return result if result is not None else True
+
+
+def validate(
+    repo: Repository, model: str, version: int, against: tuple[str, int] | None = None
+) -> ValidationReport:
+    report = ValidationReport(model, version)
+    checks = _Checks(report)
+    directory = repo.version_dir(model, version)
+    manifest: Manifest | None = checks.run("manifest", lambda: _check_manifest(directory, model, version))
+    checks.run("files", lambda: _check_files(repo, model, version, manifest))
+    onnx_path = repo.version_file(model, version, MODEL_FILE)
+    loaded = checks.run("external data", lambda: onnx_files.load(onnx_path))
+    if loaded is not None:
+        checks.run("onnx checker", lambda: _check_onnx(onnx_path))
+        checks.run("shape inference", lambda: _infer_shapes(loaded))
+        session = checks.run("onnxruntime session", lambda: create_session(onnx_path))
+        signature = Signature.from_onnx(loaded)
+        if manifest is not None:
+            checks.run("signature", lambda: _check_signature(signature, manifest.signature))
+            if session is not None and (directory / SAMPLE_INPUTS).is_file():
+                runner = ModelRunner(session, signature)
+                checks.run("samples", lambda: _check_samples(repo, model, version, runner, manifest))
+    if against is not None:
+        report.against = f"{against[0]}:{against[1]}"
+        old = repo.manifest(*against).signature
+        new = manifest.signature if manifest else Signature.from_onnx(loaded) if loaded else None
+        if new is not None:
+            report.compatibility = compare_signatures(old, new)
+    return report
+
+
+def _check_manifest(directory: Path, model: str, version: int) -> Manifest:
+    manifest = Manifest.read(directory)
+    if (manifest.model, manifest.version) != (model, version):
+        raise MserveError(
+            f"manifest names {manifest.model}:{manifest.version}, not {model}:{version}"
+        )
+    return manifest
+
+
+def _check_files(repo: Repository, model: str, version: int, manifest: Manifest | None) -> str:
+    if manifest is None:
+        raise MserveError("no manifest to check the files against")
+    if MODEL_FILE not in manifest.files:
+        raise MserveError(f"the manifest does not list {MODEL_FILE}")
+    problems = []
+    for relative, digest in manifest.files.items():
+        path = repo.version_file(model, version, relative)
+        if not path.is_file():
+            problems.append(f"{relative} is missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{relative} was modified (sha256 differs)")
+    directory = repo.version_dir(model, version)
+    for path in sorted(directory.rglob("*")):
+        relative = str(path.relative_to(directory))
+        if path.is_file() and relative != MANIFEST_FILE and relative not in manifest.files:
+            problems.append(f"{relative} is not in the manifest")
+    if problems:
+        raise MserveError("; ".join(problems))
+    return f"{len(manifest.files)} file(s) match their sha256"
+
+
+def _check_onnx(path: Path) -> str:
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    return "full check passed"
+
+
+def _infer_shapes(model: Any) -> str:
+    import onnx
+
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    return "strict mode passed"
+
+
+def _check_signature(actual: Signature, recorded: Signature) -> None:
+    if actual != recorded:
+        raise MserveError("the ONNX graph's inputs/outputs differ from the manifest's signature")
+
+
+def _check_samples(
+    repo: Repository, model: str, version: int, runner: ModelRunner, manifest: Manifest
+) -> str:
+    import numpy as np
+
+    with np.load(repo.version_file(model, version, SAMPLE_INPUTS), allow_pickle=False) as f:
+        inputs = {k: f[k] for k in f.files}
+    with np.load(repo.version_file(model, version, SAMPLE_OUTPUTS), allow_pickle=False) as f:
+        expected = {k: f[k] for k in f.files}
+    tolerance = Tolerance.from_parity(manifest.parity)
+    rows = len(next(iter(inputs.values()))) if inputs else 0
+    result = compare(expected, runner.run(inputs), tolerance, rows)
+    if not result.passed:
+        raise MserveError(f"stored samples: {result.summary()}")
+    return result.summary()
