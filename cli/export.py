@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mserve.errors import UsageError
@@ -82,7 +83,7 @@ def export_command(
     for message in result.notes:
         note(message)
     render_parity(result.manifest.parity)
-    console.print(f"Published [bold]{name}:{result.version}[/] at {result.path}")
+    console.print(f"Published [bold]{name}:{result.version}[/] at {escape(str(result.path))}", soft_wrap=True)
 
 
 def parse_tolerances(
@@ -111,16 +112,16 @@ def render_parity(parity: dict[str, Any]) -> None:
         console.print(f"Parity: {parity.get('method', 'not checked')}")
         return
     table = Table(title=f"Parity on {parity['rows']} row(s)", title_justify="left")
-    for column in ("output", "max abs diff", "max rel diff", "mismatches", "atol", "rtol", ""):
-        table.add_column(column)
+    table.add_column("output", no_wrap=True)
+    for column in ("max abs", "max rel", "differ", "atol / rtol", "result"):
+        table.add_column(column, no_wrap=True)
     for name, o in outputs.items():
         table.add_row(
-            name,
+            escape(name),
             _figure(o.get("max_abs_diff")),
             _figure(o.get("max_rel_diff")),
             f"{o['mismatches']}/{o['elements']}",
-            f"{o['atol']:g}",
-            f"{o['rtol']:g}",
+            f"{o['atol']:g} / {o['rtol']:g}",
             "[green]ok[/]" if o["passed"] else "[red]FAIL[/]",
         )
     console.print(table)

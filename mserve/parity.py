@@ -142,7 +142,8 @@ def _compare_exact(
     worst = ""
     if not same.all():
         index = tuple(int(i) for i in np.argwhere(~same)[0])
-        worst = f"at {list(index)}: expected {expected[index]!r}, got {actual[index]!r}"
+        want, got = np.asarray(expected[index]).item(), np.asarray(actual[index]).item()
+        worst = f"at {list(index)}: expected {want!r}, got {got!r}"
     return OutputParity(
         name, bool(same.all()), atol, rtol, int(expected.size), int((~same).sum()), worst=worst
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,13 +71,15 @@ class ModelRunner:
         return dict(zip(self.output_names, self.run_arrays(feeds), strict=True))
 
     def run_arrays(self, feeds: Arrays) -> list[Any]:
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
 
         try:
             return list(self.session.run(None, feeds))
-        except InvalidArgument as exc:
+        except (state.InvalidArgument, state.RuntimeException, state.Fail) as exc:
+            # The inputs already fit the signature, so what fails now is their content or how
+            # they fit together (e.g. two inputs with different batch sizes): the request's fault.
             raise InputError(f"the model rejected the input: {_first_line(exc)}") from None
-        except Exception as exc:  # any other onnxruntime failure is the model's, not the caller's
+        except Exception as exc:  # anything else (out of memory, a provider failure) is ours
             raise MserveError(f"inference failed: {_first_line(exc)}") from None
 
 
@@ -149,6 +152,16 @@ def _fit_shape(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.
     return array
 
 
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_LOAD_PREFIX = re.compile(r"^Load model from .*? failed:")
+# "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) message": keep the message.
+_SOURCE_LOCATION = re.compile(r"/\S*onnxruntime_src/\S+:\d+ .*?\) (?=\S)")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else exc.__class__.__name__
+    """onnxruntime's message, without the file path or C++ source location (never for clients)."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return exc.__class__.__name__
+    text = _SOURCE_LOCATION.sub("", _LOAD_PREFIX.sub("", _ORT_PREFIX.sub("", lines[0])))
+    return text.strip()[:300]

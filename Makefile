@@ -1,0 +1,37 @@
+# Two entry points (see README): `make demo` runs the lifecycle on the sample models,
+# `make test` installs everything and runs lint, type checks and the whole test suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test lint docs samples bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+demo: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[sklearn]'
+	bash sample_models/demo.sh build/demo-models
+
+test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[all,test]'
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy mserve cli converters
+
+docs:
+	$(BIN)/python tests/cli_reference.py --write README.md
+
+samples:
+	$(BIN)/python sample_models/build.py
+
+bench:
+	$(BIN)/python benchmarks/cli.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,106 @@
+"""Fixtures chained from small to large: data -> fitted models -> model files -> published versions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from typer.testing import CliRunner
+
+import mserve
+from mserve.cli.app import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_models"
+
+
+@pytest.fixture(scope="session")
+def iris_data() -> tuple[np.ndarray, np.ndarray]:
+    iris = load_iris()
+    return iris.data.astype(np.float32), iris.target
+
+
+@pytest.fixture(scope="session")
+def iris_pipeline(iris_data: tuple[np.ndarray, np.ndarray]) -> Any:
+    x, y = iris_data
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+
+
+@pytest.fixture(scope="session")
+def diabetes_forest() -> tuple[Any, np.ndarray]:
+    data = load_diabetes()
+    x = data.data.astype(np.float32)
+    model = RandomForestRegressor(n_estimators=5, max_depth=3, random_state=0).fit(x, data.target)
+    return model, x
+
+
+@pytest.fixture(scope="session")
+def iris_joblib(tmp_path_factory: pytest.TempPathFactory, iris_pipeline: Any) -> Path:
+    path = tmp_path_factory.mktemp("sources") / "iris.joblib"
+    joblib.dump(iris_pipeline, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def iris_sample_npy(tmp_path_factory: pytest.TempPathFactory, iris_data: Any) -> Path:
+    path = tmp_path_factory.mktemp("samples") / "iris.npy"
+    np.save(path, iris_data[0][::15])
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def published_iris(repo: Path, iris_pipeline: Any, iris_data: Any) -> Path:
+    """``iris:1`` in a fresh repository, exported through the Python API."""
+    mserve.export(iris_pipeline, name="iris", repo=repo, sample=iris_data[0][::10])
+    return repo
+
+
+class Cli:
+    """Runs ``mserve`` in-process with CliRunner, stdout and stderr kept apart."""
+
+    def __init__(self, repo: Path) -> None:
+        self.runner = CliRunner()
+        self.repo = repo
+
+    def __call__(self, *args: str, repo: bool = True) -> Any:
+        argv = [str(a) for a in args]
+        env = {"MSERVE_REPO": str(self.repo)} if repo else {}
+        return self.runner.invoke(app, argv, env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(repo: Path) -> Cli:
+    return Cli(repo)
+
+
+@pytest.fixture
+def run_mserve() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs the installed ``mserve`` command in a real process."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
+        return subprocess.run(
+            [sys.executable, "-m", "mserve", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+
+    return run

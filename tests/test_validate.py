@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mserve
+from mserve.repository import Repository
+from mserve.validation import validate
+
+
+def checks(report: Any) -> dict[str, bool]:
+    return {c.name: c.passed for c in report.checks}
+
+
+def test_a_fresh_export_passes_every_check(published_iris: Path) -> None:
+    report = validate(Repository(published_iris), "iris", 1)
+    assert checks(report) == {
+        "manifest": True,
+        "files": True,
+        "external data": True,
+        "onnx checker": True,
+        "shape inference": True,
+        "onnxruntime session": True,
+        "signature": True,
+        "samples": True,
+    }
+    assert report.passed and report.to_dict()["valid"]
+
+
+def test_a_modified_model_fails_integrity_and_loading(published_iris: Path) -> None:
+    model = published_iris / "iris" / "1" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:100])
+    report = validate(Repository(published_iris), "iris", 1)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert failed["files"] == "model.onnx was modified (sha256 differs)"
+    assert "external data" in failed
+    assert not report.passed
+
+
+def test_an_unlisted_file_and_a_missing_file_are_named(published_iris: Path) -> None:
+    version = published_iris / "iris" / "1"
+    (version / "extra.bin").write_bytes(b"x")
+    (version / "samples" / "outputs.npz").unlink()
+    report = validate(Repository(published_iris), "iris", 1)
+    detail = next(c.detail for c in report.checks if c.name == "files")
+    assert detail == "samples/outputs.npz is missing; extra.bin is not in the manifest"
+
+
+def test_stored_samples_are_rerun(published_iris: Path) -> None:
+    outputs = published_iris / "iris" / "1" / "samples" / "outputs.npz"
+    with np.load(outputs) as f:
+        data = {k: f[k] for k in f.files}
+    data["probabilities"] = data["probabilities"] + 0.01
+    np.savez(outputs, **data)
+    report = validate(Repository(published_iris), "iris", 1)
+    detail = next(c.detail for c in report.checks if c.name == "samples")
+    assert detail.startswith("stored samples: output 'probabilities' disagrees: max abs diff 0.01")
+
+
+def test_a_manifest_naming_another_version_fails(published_iris: Path) -> None:
+    path = published_iris / "iris" / "1" / "manifest.json"
+    path.write_text(path.read_text().replace('"version": 1', '"version": 7'))
+    report = validate(Repository(published_iris), "iris", 1)
+    assert [c.detail for c in report.checks if c.name == "manifest"] == [
+        "manifest names iris:7, not iris:1"
+    ]
+
+
+@pytest.mark.parametrize(("features", "compatible"), [(4, True), (3, False)])
+def test_against_reports_breaking_changes(
+    published_iris: Path, iris_data: Any, features: int, compatible: bool
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = iris_data
+    model = LogisticRegression(max_iter=300).fit(x[:, :features], y)
+    mserve.export(model, name="iris", repo=published_iris, sample=x[:5, :features])
+    report = validate(Repository(published_iris), "iris", 2, against=("iris", 1))
+    assert report.compatibility is not None
+    assert report.compatibility.compatible is compatible
+    assert report.passed is compatible
+    if not compatible:
+        assert [c.message for c in report.compatibility.breaking] == ["dimension 1: 4 -> 3"]
