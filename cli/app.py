@@ -57,7 +57,10 @@ class MserveGroup(TyperGroup):
 app = typer.Typer(
     cls=MserveGroup,
     name="mserve",
-    help="Export models to ONNX with verified parity, version them in a repository, serve them.",
+    help=(
+        "Export models to ONNX with verified parity, version them in a repository, serve them.\n\n"
+        "Exit codes: 0 success, 1 a check failed, 2 usage error, 3 environment problem."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # locals can hold admin tokens
@@ -88,10 +91,6 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """mserve: from a training job to production traffic.
-
-    Exit codes: 0 success, 1 a check failed, 2 usage error, 3 environment or server problem.
-    """
     Mode.debug = debug
 
 

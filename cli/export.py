@@ -19,7 +19,7 @@ ToleranceOption = Annotated[
     list[str] | None,
     typer.Option(
         metavar="X|OUTPUT=X",
-        help="Tolerance for every output (X) or for one (OUTPUT=X); repeatable.",
+        help="Tolerance for every output (X) or for one (OUTPUT=X).",
         show_default=False,
     ),
 ]
@@ -29,29 +29,38 @@ def export_command(
     source: Annotated[
         Path,
         typer.Argument(
+            metavar="SOURCE",
             help="Model file: .onnx, or a scikit-learn .joblib/.pkl (needs --trust-source).",
             show_default=False,
         ),
     ],
     *,
     name: Annotated[
-        str, typer.Option("--name", "-n", help="Model name in the repository.", show_default=False)
+        str,
+        typer.Option(
+            "--name", "-n", metavar="NAME", help="Model name in the repository.", show_default=False
+        ),
     ],
     repo: RepoOption = DEFAULT_REPO,
     framework: Annotated[
         str | None,
-        typer.Option(help="Source framework (sklearn, onnx); detected from the file if omitted."),
+        typer.Option(
+            metavar="NAME",
+            help="Source framework (sklearn, onnx); detected from the file if omitted.",
+        ),
     ] = None,
     sample: Annotated[
         Path | None,
         typer.Option(
-            help="Sample input (.npy, .npz, .json, .csv): fixes input types, drives the parity check."
+            metavar="FILE",
+            help="Sample input (.npy, .npz, .json, .csv): fixes input types; parity runs on it.",
         ),
     ] = None,
     trust_source: Annotated[
         bool,
         typer.Option(
-            "--trust-source", help="Allow loading a pickle-based source file, which runs code from it."
+            "--trust-source",
+            help="Allow loading a pickle-based source file, which runs code from it.",
         ),
     ] = False,
     atol: ToleranceOption = None,
@@ -60,6 +69,7 @@ def export_command(
 ) -> None:
     """Convert a model to ONNX, check parity with the source, and publish the next version."""
     from mserve.converters import export
+
     from mserve.parity import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 
     default_atol, atol_by_output = parse_tolerances("--atol", atol or [], DEFAULT_ATOL)
@@ -72,10 +82,19 @@ def export_command(
             for name in atol_by_output.keys() | rtol_by_output.keys()
         },
     )
-    with err_console.status(f"Exporting {source.name}", spinner="dots") if not json else nullcontext():
+    with (
+        err_console.status(f"Exporting {source.name}", spinner="dots")
+        if not json
+        else nullcontext()
+    ):
         result = export(
-            source, name=name, repo=repo, sample=sample, framework=framework,
-            trust_source=trust_source, tolerance=tolerance,
+            source,
+            name=name,
+            repo=repo,
+            sample=sample,
+            framework=framework,
+            trust_source=trust_source,
+            tolerance=tolerance,
         )
     if json:
         emit_json(result.to_dict())
@@ -83,7 +102,9 @@ def export_command(
     for message in result.notes:
         note(message)
     render_parity(result.manifest.parity)
-    console.print(f"Published [bold]{name}:{result.version}[/] at {escape(str(result.path))}", soft_wrap=True)
+    console.print(
+        f"Published [bold]{name}:{result.version}[/] at {escape(str(result.path))}", soft_wrap=True
+    )
 
 
 def parse_tolerances(

@@ -46,7 +46,9 @@ def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -
     console.print(table)
 
 
-def show_command(ref: RefArgument, *, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -> None:
+def show_command(
+    ref: RefArgument, *, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False
+) -> None:
     """Show a version's manifest: signature, source, parity figures, provenance."""
     repository = Repository(repo)
     model, version = repository.resolve(Reference.parse(ref))
@@ -69,18 +71,27 @@ def show_command(ref: RefArgument, *, repo: RepoOption = DEFAULT_REPO, json: Jso
         ),
     )
     if source.get("file"):
-        facts.add_row("source file", escape(f"{source['file']} (sha256 {source.get('sha256', '?')[:12]}…)"))
+        facts.add_row(
+            "source file", escape(f"{source['file']} (sha256 {source.get('sha256', '?')[:12]}…)")
+        )
     opsets = ", ".join(f"{d} {v}" for d, v in manifest.onnx.get("opset", {}).items())
     facts.add_row("onnx", f"IR {manifest.onnx.get('ir_version', '?')}, opset {opsets}")
     parity = manifest.parity
     facts.add_row(
         "parity",
-        escape(parity.get("summary") or parity.get("method") or ("passed" if parity.get("passed") else "?")),
+        escape(
+            parity.get("summary")
+            or parity.get("method")
+            or ("passed" if parity.get("passed") else "?")
+        ),
     )
     for key, value in manifest.provenance.items():
         facts.add_row(key.replace("_", " "), escape(value))
     console.print(facts)
-    for title, specs in (("inputs", manifest.signature.inputs), ("outputs", manifest.signature.outputs)):
+    for title, specs in (
+        ("inputs", manifest.signature.inputs),
+        ("outputs", manifest.signature.outputs),
+    ):
         console.print(_spec_table(title, specs))
 
 

@@ -13,6 +13,7 @@ RepoOption = Annotated[
     Path,
     typer.Option(
         "--repo",
+        metavar="DIR",
         envvar="MSERVE_REPO",
         help="Model repository directory.",
         show_default=True,

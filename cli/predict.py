@@ -43,7 +43,10 @@ def predict_command(
     model, version = repository.resolve(Reference.parse(ref))
     data = inputs.parse_argument(input_)
     runner = ModelRunner.open(repository.version_file(model, version, MODEL_FILE))
-    outputs = {name: _plain(value) for name, value in runner.run(inputs.bind(runner.signature, data)).items()}
+    outputs = {
+        name: _plain(value)
+        for name, value in runner.run(inputs.bind(runner.signature, data)).items()
+    }
     if json:
         emit_json({"model": model, "version": version, "outputs": outputs})
         return

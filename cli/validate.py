@@ -28,7 +28,7 @@ def validate_command(
     repo: RepoOption = DEFAULT_REPO,
     json: JsonOption = False,
 ) -> None:
-    """Check a version: ONNX validity, files, signature, stored samples; optionally compatibility."""
+    """Check a version: ONNX validity, files, signature, samples; optionally compatibility."""
     from mserve.validation import validate
 
     repository = Repository(repo)
@@ -43,7 +43,9 @@ def validate_command(
         table.add_column("result")
         table.add_column("detail")
         for check in report.checks:
-            table.add_row(check.name, "[green]ok[/]" if check.passed else "[red]FAIL[/]", escape(check.detail))
+            table.add_row(
+                check.name, "[green]ok[/]" if check.passed else "[red]FAIL[/]", escape(check.detail)
+            )
         console.print(table)
         if report.compatibility is not None:
             verdict = "compatible" if report.compatibility.compatible else "[red]BREAKING[/]"

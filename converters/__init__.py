@@ -1,4 +1,4 @@
-"""Converters from training frameworks to ONNX, each registered as a ``mserve.converters`` entry point."""
+"""Converters from training frameworks to ONNX, registered as ``mserve.converters`` entry points."""
 
 from .export import ExportResult, export
 

@@ -87,7 +87,11 @@ def export(
             model=name,
             version=0,  # allocated under the repository's lock
             signature=signature,
-            source={**conversion.source, **source_record, "mserve_version": package_version("mserve")},
+            source={
+                **conversion.source,
+                **source_record,
+                "mserve_version": package_version("mserve"),
+            },
             onnx=_onnx_record(conversion.model),
             parity=parity,
             runtime={
@@ -132,7 +136,9 @@ def _check_onnx(conversion: Conversion) -> tuple[Signature, dict[str, Any]]:
     return signature, outputs
 
 
-def _parity(conversion: Conversion, outputs: dict[str, Any], tolerance: Tolerance) -> dict[str, Any]:
+def _parity(
+    conversion: Conversion, outputs: dict[str, Any], tolerance: Tolerance
+) -> dict[str, Any]:
     if conversion.expected is None:
         return {"passed": True, "method": "none: the source is ONNX"}
     rows = len(next(iter(conversion.feeds.values())))

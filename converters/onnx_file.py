@@ -7,8 +7,8 @@ from typing import Any
 
 from mserve import onnx_files
 from mserve.errors import InputError
-from mserve.signature import Signature
 from mserve.runtime import coerce_tensor
+from mserve.signature import Signature
 
 from .registry import Conversion, package_version
 
@@ -33,8 +33,11 @@ class OnnxFileConverter:
         feeds = {}
         if sample is not None:
             named = sample if isinstance(sample, dict) else _single(signature, sample)
-            feeds = {spec.name: coerce_tensor(spec, named[spec.name]) for spec in signature.inputs
-                     if spec.name in named}
+            feeds = {
+                spec.name: coerce_tensor(spec, named[spec.name])
+                for spec in signature.inputs
+                if spec.name in named
+            }
             missing = [s.name for s in signature.inputs if s.name not in named]
             if missing:
                 raise InputError(f"the sample has no data for input {', '.join(missing)}")

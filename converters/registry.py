@@ -97,4 +97,4 @@ def require(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(module.split(".")[0], extra) from None
+        raise MissingExtraError(module.split(".", maxsplit=1)[0], extra) from None

@@ -35,11 +35,15 @@ class SklearnConverter:
             try:
                 model = joblib.load(path)
             except ModuleNotFoundError as exc:
-                raise UsageError(f"{path.name} needs module {exc.name!r}, which is not installed") from None
+                raise UsageError(
+                    f"{path.name} needs module {exc.name!r}, which is not installed"
+                ) from None
             except Exception as exc:  # a pickle can fail in any way its code chooses
                 raise UsageError(f"cannot load {path.name}: {_first_line(exc)}") from None
         if not self.accepts(model):
-            raise UsageError(f"{path.name} holds a {type(model).__qualname__}, not a scikit-learn model")
+            raise UsageError(
+                f"{path.name} holds a {type(model).__qualname__}, not a scikit-learn model"
+            )
         # e.g. "pickled with scikit-learn 1.5, loaded with 1.6": worth showing, not fatal.
         return model, [_first_line(w.message) for w in caught if "version" in str(w.message)]
 
@@ -61,7 +65,9 @@ class SklearnConverter:
             sample = _synthetic_sample(model)
         if isinstance(sample, dict):
             if len(sample) != 1:
-                raise UsageError("this scikit-learn model takes one matrix; give one array as sample")
+                raise UsageError(
+                    "this scikit-learn model takes one matrix; give one array as sample"
+                )
             sample = next(iter(sample.values()))
         sample = np.asarray(sample)
         if sample.ndim == 1:
@@ -76,7 +82,9 @@ class SklearnConverter:
         input_name = onnx_model.graph.input[0].name
         outputs = [o.name for o in onnx_model.graph.output]
         expected, skipped = _reference_outputs(model, sample, outputs, is_classifier(model))
-        notes += [f"output {name!r} has no scikit-learn counterpart; not compared" for name in skipped]
+        notes += [
+            f"output {name!r} has no scikit-learn counterpart; not compared" for name in skipped
+        ]
         return Conversion(
             model=onnx_model,
             feeds={input_name: sample},

@@ -33,6 +33,11 @@ def export(
     from .converters.export import export as export_model
 
     return export_model(
-        source, name=name, repo=repo, sample=sample, framework=framework,
-        trust_source=trust_source, tolerance=tolerance,
+        source,
+        name=name,
+        repo=repo,
+        sample=sample,
+        framework=framework,
+        trust_source=trust_source,
+        tolerance=tolerance,
     )

@@ -8,8 +8,7 @@
     │   ├── InputError           exit 1, HTTP 400   an input does not fit the model's signature
     │   ├── ConversionError      exit 1, HTTP 422   the source cannot be converted to ONNX
     │   ├── ParityError          exit 1, HTTP 422   ONNX disagrees with the source model
-    │   ├── ValidationError      exit 1, HTTP 422   a published version is not sound
-    │   └── IncompatibleError    exit 1, HTTP 409   a signature change would break clients
+    │   └── ValidationError      exit 1, HTTP 422   a published version is not sound
     └── EnvironmentProblem       exit 3, HTTP 503   the machine, the disk or an install is at fault
         ├── MissingExtraError    exit 3, HTTP 503   an optional framework is not installed
         └── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
@@ -65,10 +64,6 @@ class ParityError(CheckFailed):
 
 class ValidationError(CheckFailed):
     pass
-
-
-class IncompatibleError(CheckFailed):
-    http_status = 409
 
 
 class EnvironmentProblem(MserveError):

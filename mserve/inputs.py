@@ -31,10 +31,6 @@ class Table:
 
     columns: dict[str, np.ndarray[Any, Any]]
 
-    @property
-    def rows(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
-
     def matrix(self) -> np.ndarray[Any, Any]:
         import numpy as np
 

@@ -32,7 +32,11 @@ def check_external_data(model: onnx.ModelProto, folder: Path) -> list[Path]:
     files = []
     for location in sorted(set(external_locations(model))):
         candidate = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or not candidate.is_relative_to(real_folder):
+        if (
+            not location
+            or Path(location).is_absolute()
+            or not candidate.is_relative_to(real_folder)
+        ):
             raise ValidationError(
                 f"external data location {location!r} is outside the model's folder"
             )

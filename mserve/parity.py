@@ -70,8 +70,8 @@ class ParityReport:
             detail = f"{first.mismatches} of {first.elements} values differ; {first.worst}"
         else:
             detail = (
-                f"max abs diff {first.max_abs_diff:.3g} (atol {first.atol:g}, rtol {first.rtol:g}); "
-                f"{first.worst}"
+                f"max abs diff {first.max_abs_diff:.3g} "
+                f"(atol {first.atol:g}, rtol {first.rtol:g}); {first.worst}"
             )
         return f"output {first.name!r} disagrees: {detail}"
 
@@ -108,7 +108,12 @@ def _compare_one(name: str, want: Any, got: Any, atol: float, rtol: float) -> Ou
         actual = actual.reshape(expected.shape)
     if expected.shape != actual.shape:
         return OutputParity(
-            name, False, atol, rtol, int(expected.size), int(expected.size),
+            name,
+            False,
+            atol,
+            rtol,
+            int(expected.size),
+            int(expected.size),
             worst=f"shape {list(actual.shape)} instead of {list(expected.shape)}",
         )
     if expected.dtype.kind not in "f" and actual.dtype.kind not in "f":
@@ -126,15 +131,27 @@ def _compare_one(name: str, want: Any, got: Any, atol: float, rtol: float) -> Ou
         # The largest failing difference (NaN against a number counts as largest), else the largest.
         pool = np.where(~close, diff, -1.0) if not close.all() else np.nan_to_num(diff, nan=-1.0)
         index = np.unravel_index(int(np.argmax(pool)), diff.shape)
-        worst = f"at {list(map(int, index))}: expected {expected64[index]:.6g}, got {actual64[index]:.6g}"
+        want, got = expected64[index], actual64[index]
+        worst = f"at {list(map(int, index))}: expected {want:.6g}, got {got:.6g}"
     return OutputParity(
-        name, bool(close.all()), atol, rtol, int(expected.size), int((~close).sum()),
-        max_abs, max_rel, worst,
+        name,
+        bool(close.all()),
+        atol,
+        rtol,
+        int(expected.size),
+        int((~close).sum()),
+        max_abs,
+        max_rel,
+        worst,
     )
 
 
 def _compare_exact(
-    name: str, expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any], atol: float, rtol: float
+    name: str,
+    expected: np.ndarray[Any, Any],
+    actual: np.ndarray[Any, Any],
+    atol: float,
+    rtol: float,
 ) -> OutputParity:
     import numpy as np
 

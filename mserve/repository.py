@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from .errors import NotFoundError, RepositoryError, UsageError
 from .manifest import MANIFEST_FILE, Manifest, sha256_file, write_json
 from .reference import VERSION, Reference, check_label, check_model_name
@@ -140,7 +138,9 @@ class Repository:
                 raise NotFoundError(f"model {ref.model!r} has no label {ref.label!r}")
             version = state.labels[ref.label]
             if version not in versions:
-                raise RepositoryError(f"label {ref.label!r} of {ref.model!r} names missing {version}")
+                raise RepositoryError(
+                    f"label {ref.label!r} of {ref.model!r} names missing {version}"
+                )
             return ref.model, version
         if state.labels.get("stable") in versions:
             return ref.model, state.labels["stable"]
@@ -154,6 +154,8 @@ class Repository:
     @contextlib.contextmanager
     def locked(self, model: str) -> Iterator[Path]:
         """Hold the model's write lock; yields the model directory (created if new)."""
+        from filelock import FileLock, Timeout  # imported here: most commands never write
+
         directory = self.model_dir(model)
         directory.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self._confined(directory / LOCK_FILE)), timeout=LOCK_TIMEOUT_S)

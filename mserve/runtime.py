@@ -94,8 +94,10 @@ def coerce_tensor(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
         array = np.asarray(value)
     except ValueError:
         raise InputError(f"{where} is not a rectangular array") from None
-    if array.dtype == object and array.size and not all(
-        isinstance(v, str | bytes) for v in array.flat
+    if (
+        array.dtype == object
+        and array.size
+        and not all(isinstance(v, str | bytes) for v in array.flat)
     ):
         raise InputError(f"{where} is not a rectangular array of one type")
     array = _cast(array, spec, where)
@@ -110,12 +112,15 @@ def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarr
     if spec.dtype == "string":
         if array.size and kind not in "USO":
             raise InputError(f"{where} expects strings, got {array.dtype.name} values")
-        return np.vectorize(_as_text, otypes=[object])(array) if array.size else array.astype(object)
+        return (
+            np.vectorize(_as_text, otypes=[object])(array) if array.size else array.astype(object)
+        )
     if kind in "USO":
         raise InputError(f"{where} expects {spec.dtype} values, got strings")
-    if target.kind in "iub" and kind == "f":
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise InputError(f"{where} expects {spec.dtype} values, got fractional numbers")
+    if (target.kind in "iub" and kind == "f") and (
+        not np.all(np.isfinite(array)) or np.any(array != np.round(array))
+    ):
+        raise InputError(f"{where} expects {spec.dtype} values, got fractional numbers")
     if target.kind == "b" and kind in "iuf" and np.any((array != 0) & (array != 1)):
         raise InputError(f"{where} expects booleans (true/false or 0/1)")
     if target.kind in "iu" and array.size and kind in "iuf":

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 # Dimension: a fixed size, a symbolic name ("batch"), or None when the graph says nothing.
 Dim = int | str | None
 
-# ONNX element type -> (mserve dtype name, KServe V2 datatype). numpy dtype = the name, except string.
+# ONNX element type -> (mserve dtype, KServe V2 datatype); the numpy dtype has the same name.
 ONNX_TYPES: dict[int, tuple[str, str]] = {
     1: ("float32", "FP32"),
     2: ("uint8", "UINT8"),
@@ -41,16 +41,6 @@ def numpy_dtype(dtype: str) -> np.dtype[Any]:
     if dtype == "bfloat16":
         raise ValueError("bfloat16 tensors have no numpy dtype")
     return np.dtype(dtype)
-
-
-def dtype_of_array(array: np.ndarray[Any, Any]) -> str:
-    kind = array.dtype.kind
-    if kind in "USO":
-        return "string"
-    name = array.dtype.name
-    if name not in NUMPY_TO_DTYPE:
-        raise ValueError(f"arrays of dtype {name} have no ONNX equivalent")
-    return name
 
 
 @dataclass(frozen=True)
@@ -108,9 +98,6 @@ class Signature:
             tuple(_spec(v) for v in graph.input if v.name not in initializers),
             tuple(_spec(v) for v in graph.output),
         )
-
-    def input(self, name: str) -> TensorSpec | None:
-        return next((t for t in self.inputs if t.name == name), None)
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
@@ -196,7 +183,9 @@ def _compare_side(
         report.changes.append(Change(added_breaks, f"{side} {name}", message))
 
 
-def _compare_spec(report: CompatibilityReport, where: str, old: TensorSpec, new: TensorSpec) -> None:
+def _compare_spec(
+    report: CompatibilityReport, where: str, old: TensorSpec, new: TensorSpec
+) -> None:
     if old.dtype != new.dtype:
         report.changes.append(Change(True, where, f"dtype {old.dtype} -> {new.dtype}"))
     if old.shape is None or new.shape is None:
@@ -206,9 +195,7 @@ def _compare_spec(report: CompatibilityReport, where: str, old: TensorSpec, new:
             report.changes.append(Change(True, where, f"shape now fixed to {new.shape_text()}"))
         return
     if len(old.shape) != len(new.shape):
-        report.changes.append(
-            Change(True, where, f"rank {len(old.shape)} -> {len(new.shape)}")
-        )
+        report.changes.append(Change(True, where, f"rank {len(old.shape)} -> {len(new.shape)}"))
         return
     for axis, (before, after) in enumerate(zip(old.shape, new.shape, strict=True)):
         before_fixed, after_fixed = isinstance(before, int), isinstance(after, int)

@@ -83,7 +83,9 @@ def validate(
     report = ValidationReport(model, version)
     checks = _Checks(report)
     directory = repo.version_dir(model, version)
-    manifest: Manifest | None = checks.run("manifest", lambda: _check_manifest(directory, model, version))
+    manifest: Manifest | None = checks.run(
+        "manifest", lambda: _check_manifest(directory, model, version)
+    )
     checks.run("files", lambda: _check_files(repo, model, version, manifest))
     onnx_path = repo.version_file(model, version, MODEL_FILE)
     loaded = checks.run("external data", lambda: onnx_files.load(onnx_path))
@@ -96,7 +98,9 @@ def validate(
             checks.run("signature", lambda: _check_signature(signature, manifest.signature))
             if session is not None and (directory / SAMPLE_INPUTS).is_file():
                 runner = ModelRunner(session, signature)
-                checks.run("samples", lambda: _check_samples(repo, model, version, runner, manifest))
+                checks.run(
+                    "samples", lambda: _check_samples(repo, model, version, runner, manifest)
+                )
     if against is not None:
         report.against = f"{against[0]}:{against[1]}"
         old = repo.manifest(*against).signature

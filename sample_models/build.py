@@ -16,12 +16,12 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+from skl2onnx import to_onnx
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from skl2onnx import to_onnx
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_ROWS = [0, 1, 50, 51, 100, 101, 25, 75, 125, 149]

@@ -1,4 +1,4 @@
-"""Fixtures chained from small to large: data -> fitted models -> model files -> published versions."""
+"""Fixtures chained from small to large: data -> models -> files -> published versions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
+from mserve.cli.app import app
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
@@ -20,7 +21,6 @@ from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 import mserve
-from mserve.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"

@@ -20,8 +20,12 @@ def one_line_error(result: Any, code: int, fragment: str) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_export_prints_parity_and_the_new_version(cli: Cli, iris_joblib: Path, iris_sample_npy: Path) -> None:
-    result = cli("export", iris_joblib, "--name", "iris", "--trust-source", "--sample", iris_sample_npy)
+def test_export_prints_parity_and_the_new_version(
+    cli: Cli, iris_joblib: Path, iris_sample_npy: Path
+) -> None:
+    result = cli(
+        "export", iris_joblib, "--name", "iris", "--trust-source", "--sample", iris_sample_npy
+    )
     assert result.exit_code == 0, result.stderr
     assert "Published iris:1" in result.stdout
     assert "probabilities" in result.stdout
@@ -29,8 +33,18 @@ def test_export_prints_parity_and_the_new_version(cli: Cli, iris_joblib: Path, i
 
 def test_export_json(cli: Cli, iris_joblib: Path, iris_sample_npy: Path) -> None:
     result = cli(
-        "export", iris_joblib, "-n", "iris", "--trust-source", "--sample", iris_sample_npy,
-        "--atol", "1e-3", "--rtol", "probabilities=0.01", "--json",
+        "export",
+        iris_joblib,
+        "-n",
+        "iris",
+        "--trust-source",
+        "--sample",
+        iris_sample_npy,
+        "--atol",
+        "1e-3",
+        "--rtol",
+        "probabilities=0.01",
+        "--json",
     )
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
@@ -54,7 +68,9 @@ def test_export_json(cli: Cli, iris_joblib: Path, iris_sample_npy: Path) -> None
         (["--trust-source"], 2, "Missing option '--name'"),
     ],
 )
-def test_export_usage_errors(cli: Cli, iris_joblib: Path, args: list[str], code: int, fragment: str) -> None:
+def test_export_usage_errors(
+    cli: Cli, iris_joblib: Path, args: list[str], code: int, fragment: str
+) -> None:
     one_line_error(cli("export", iris_joblib, *args), code, fragment)
     assert not cli.repo.exists()
 
@@ -117,7 +133,9 @@ def test_predict_from_files(cli: Cli, published_iris: Path, tmp_path: Path) -> N
         ("[1, 2", "--input is not valid JSON"),
     ],
 )
-def test_predict_bad_input_exits_1(cli: Cli, published_iris: Path, value: str, fragment: str) -> None:
+def test_predict_bad_input_exits_1(
+    cli: Cli, published_iris: Path, value: str, fragment: str
+) -> None:
     one_line_error(cli("predict", "iris", "--input", value), 1, fragment)
 
 
@@ -131,7 +149,9 @@ def test_predict_bad_input_exits_1(cli: Cli, published_iris: Path, value: str, f
         (["validate", "iris", "--against", "iris:5"], 2, "has no version 5"),
     ],
 )
-def test_bad_references(cli: Cli, published_iris: Path, args: list[str], code: int, fragment: str) -> None:
+def test_bad_references(
+    cli: Cli, published_iris: Path, args: list[str], code: int, fragment: str
+) -> None:
     one_line_error(cli(*args), code, fragment)
 
 
@@ -143,12 +163,17 @@ def test_validate_exit_1_on_a_corrupt_version(cli: Cli, published_iris: Path) ->
     assert "files" in failed
 
 
-def test_validate_against_a_breaking_version_exits_1(cli: Cli, published_iris: Path, iris_data: Any) -> None:
-    import mserve
+def test_validate_against_a_breaking_version_exits_1(
+    cli: Cli, published_iris: Path, iris_data: Any
+) -> None:
     from sklearn.linear_model import LogisticRegression
 
+    import mserve
+
     x, y = iris_data
-    mserve.export(LogisticRegression(max_iter=300).fit(x[:, :2], y), name="iris", repo=published_iris)
+    mserve.export(
+        LogisticRegression(max_iter=300).fit(x[:, :2], y), name="iris", repo=published_iris
+    )
     result = cli("validate", "iris:2", "--against", "iris:1")
     assert result.exit_code == 1
     assert "BREAKING" in result.stdout and "dimension 1: 4 -> 2" in result.stdout

@@ -15,7 +15,6 @@ from mserve import errors
         (errors.ConversionError, 1, 422),
         (errors.ParityError, 1, 422),
         (errors.ValidationError, 1, 422),
-        (errors.IncompatibleError, 1, 409),
         (errors.RepositoryError, 3, 500),
         (errors.EnvironmentProblem, 3, 503),
     ],
@@ -34,7 +33,8 @@ def test_missing_extra_names_the_install_command() -> None:
 
 def test_the_docstring_draws_every_error_class() -> None:
     classes = [
-        name for name, obj in vars(errors).items()
+        name
+        for name, obj in vars(errors).items()
         if isinstance(obj, type) and issubclass(obj, errors.MserveError)
     ]
     for name in classes:

@@ -7,14 +7,21 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from mserve.converters import registry
+from mserve.converters.sklearn import SklearnConverter
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KernelDensity
 
 import mserve
-from mserve.converters import registry
-from mserve.converters.sklearn import SklearnConverter
-from mserve.errors import ConversionError, ParityError, UntrustedSourceError, UsageError, ValidationError
+from mserve.errors import (
+    ConversionError,
+    MissingExtraError,
+    ParityError,
+    UntrustedSourceError,
+    UsageError,
+    ValidationError,
+)
 from mserve.parity import Tolerance
 from mserve.repository import Repository
 
@@ -55,18 +62,24 @@ def test_regressor_from_a_file_with_an_npy_sample(
     assert manifest.signature.inputs[0].shape == (None, 10)
 
 
-def test_no_sample_checks_parity_on_synthetic_rows_and_says_so(repo: Path, iris_pipeline: Any) -> None:
+def test_no_sample_checks_parity_on_synthetic_rows_and_says_so(
+    repo: Path, iris_pipeline: Any
+) -> None:
     result = mserve.export(iris_pipeline, name="iris", repo=repo)
     assert result.manifest.parity["synthetic_sample"] is True
     assert any("synthetic" in note for note in result.notes)
 
 
 def test_float64_samples_fix_a_double_input(repo: Path, iris_pipeline: Any, iris_data: Any) -> None:
-    result = mserve.export(iris_pipeline, name="iris", repo=repo, sample=iris_data[0][:5].astype(np.float64))
+    result = mserve.export(
+        iris_pipeline, name="iris", repo=repo, sample=iris_data[0][:5].astype(np.float64)
+    )
     assert result.manifest.signature.inputs[0].dtype == "float64"
 
 
-def test_pickles_are_refused_without_trust_and_nothing_is_written(repo: Path, iris_joblib: Path) -> None:
+def test_pickles_are_refused_without_trust_and_nothing_is_written(
+    repo: Path, iris_joblib: Path
+) -> None:
     with pytest.raises(UntrustedSourceError, match="pass --trust-source"):
         mserve.export(iris_joblib, name="iris", repo=repo)
     assert not repo.exists()
@@ -90,8 +103,12 @@ def test_a_broken_conversion_fails_parity_and_publishes_nothing(
     repo: Path, iris_pipeline: Any, iris_data: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(registry, "converters", lambda: {"perturbed": PerturbingConverter()})
-    with pytest.raises(ParityError, match=r"output 'probabilities' disagrees: max abs diff .* at \[") as caught:
-        mserve.export(iris_pipeline, name="iris", repo=repo, sample=iris_data[0][:10], framework="perturbed")
+    with pytest.raises(
+        ParityError, match=r"output 'probabilities' disagrees: max abs diff .* at \["
+    ) as caught:
+        mserve.export(
+            iris_pipeline, name="iris", repo=repo, sample=iris_data[0][:10], framework="perturbed"
+        )
     assert "nothing published" in str(caught.value)
     assert not repo.exists()
 
@@ -102,8 +119,9 @@ def test_tolerances_can_be_loosened_per_output(
     monkeypatch.setattr(registry, "converters", lambda: {"perturbed": PerturbingConverter()})
     loose = Tolerance(per_output={"probabilities": (1.0, None)})
     sample = iris_data[0][:10]  # clear setosa rows: the change moves probabilities, not labels
-    result = mserve.export(iris_pipeline, name="iris", repo=repo, sample=sample,
-                           framework="perturbed", tolerance=loose)
+    result = mserve.export(
+        iris_pipeline, name="iris", repo=repo, sample=sample, framework="perturbed", tolerance=loose
+    )
     assert result.manifest.parity["outputs"]["probabilities"]["atol"] == 1.0
 
 
@@ -196,7 +214,9 @@ def test_onnx_files_are_copied_with_their_external_data_inlined(repo: Path, tmp_
 
 
 @pytest.mark.parametrize("location", ["../secret.bin", "/etc/hostname", "link/w.bin"])
-def test_external_data_outside_the_folder_is_refused(repo: Path, tmp_path: Path, location: str) -> None:
+def test_external_data_outside_the_folder_is_refused(
+    repo: Path, tmp_path: Path, location: str
+) -> None:
     source = tmp_path / "src"
     source.mkdir()
     (tmp_path / "secret.bin").write_bytes(np.zeros(2, dtype=np.float32).tobytes())
@@ -220,3 +240,11 @@ def test_a_corrupt_onnx_file_is_refused(repo: Path, tmp_path: Path) -> None:
     with pytest.raises((ValidationError, ConversionError)):
         mserve.export(tmp_path / "bad.onnx", name="m", repo=repo)
     assert not repo.exists()
+
+
+def test_a_missing_framework_answers_with_the_install_command() -> None:
+    with pytest.raises(MissingExtraError) as caught:
+        registry.require("no_such_framework.module", "torch")
+    assert str(caught.value) == (
+        "no_such_framework is not installed; install it with: pip install 'mserve[torch]'"
+    )

@@ -41,7 +41,11 @@ def test_labels_compare_exactly_and_trailing_unit_axes_are_ignored() -> None:
         rows=3,
     )
     label, value = report.outputs
-    assert (label.passed, label.mismatches, label.worst) == (False, 1, "at [1]: expected 'b', got 'x'")
+    assert (label.passed, label.mismatches, label.worst) == (
+        False,
+        1,
+        "at [1]: expected 'b', got 'x'",
+    )
     assert value.passed
 
 

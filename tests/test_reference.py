@@ -22,7 +22,20 @@ def test_parse(text: str, expected: Reference) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "..", ".", "../etc", "a/b", "a\\b", "Iris", "-iris", ".hidden", "x" * 65, "iris name", "ïris"],
+    [
+        "",
+        "..",
+        ".",
+        "../etc",
+        "a/b",
+        "a\\b",
+        "Iris",
+        "-iris",
+        ".hidden",
+        "x" * 65,
+        "iris name",
+        "ïris",
+    ],
 )
 def test_bad_model_names_are_refused(name: str) -> None:
     with pytest.raises(UsageError, match="invalid model name"):

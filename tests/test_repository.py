@@ -57,8 +57,12 @@ def test_a_failing_writer_publishes_nothing_and_leaves_nothing(tmp_path: Path) -
 
 
 def test_staging_left_by_a_dead_process_is_removed_by_the_next_publish(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stray = tmp_path / "m" / f".staging-{dead.stdout.strip()}-abcd"
     stray.mkdir(parents=True)
     mine = tmp_path / "m" / f".staging-{os.getpid()}-live"  # a live writer's staging stays

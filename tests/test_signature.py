@@ -62,13 +62,29 @@ BASE = sig([spec("x")], [spec("y", shape=(None, 3))])
     [
         (sig([spec("x2")], [spec("y", shape=(None, 3))]), True, "removed or renamed"),
         (sig([spec("x")], []), True, "removed or renamed"),
-        (sig([spec("x", "float64")], [spec("y", shape=(None, 3))]), True, "dtype float32 -> float64"),
+        (
+            sig([spec("x", "float64")], [spec("y", shape=(None, 3))]),
+            True,
+            "dtype float32 -> float64",
+        ),
         (sig([spec("x", shape=(None, 4, 1))], [spec("y", shape=(None, 3))]), True, "rank 2 -> 3"),
         (sig([spec("x", shape=(8, 4))], [spec("y", shape=(None, 3))]), True, "variable -> fixed 8"),
-        (sig([spec("x", shape=(None, 5))], [spec("y", shape=(None, 3))]), True, "dimension 1: 4 -> 5"),
-        (sig([spec("x"), spec("z")], [spec("y", shape=(None, 3))]), True, "existing clients do not send it"),
+        (
+            sig([spec("x", shape=(None, 5))], [spec("y", shape=(None, 3))]),
+            True,
+            "dimension 1: 4 -> 5",
+        ),
+        (
+            sig([spec("x"), spec("z")], [spec("y", shape=(None, 3))]),
+            True,
+            "existing clients do not send it",
+        ),
         (sig([spec("x")], [spec("y", shape=(None, 3)), spec("extra")]), False, "new output"),
-        (sig([spec("x", shape=(None, "n"))], [spec("y", shape=(None, 3))]), False, "fixed 4 -> variable"),
+        (
+            sig([spec("x", shape=(None, "n"))], [spec("y", shape=(None, 3))]),
+            False,
+            "fixed 4 -> variable",
+        ),
         (sig([spec("x", shape=("batch", 4))], [spec("y", shape=(None, 3))]), False, None),
     ],
 )
