@@ -62,6 +62,7 @@ app = typer.Typer(
         "Exit codes: 0 success, 1 a check failed, 2 usage error, 3 environment problem."
     ),
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: rendering it with rich costs ~60 ms of imports
     add_completion=False,
     pretty_exceptions_enable=False,  # locals can hold admin tokens
     pretty_exceptions_show_locals=False,

@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from mserve.errors import UsageError
 
 from .options import DEFAULT_REPO, JsonOption, RepoOption
-from .output import console, emit_json, err_console, note
+from .output import console, emit_json, err_console, escape, note, table
 
 ToleranceOption = Annotated[
     list[str] | None,
@@ -83,7 +81,7 @@ def export_command(
         },
     )
     with (
-        err_console.status(f"Exporting {source.name}", spinner="dots")
+        err_console().status(f"Exporting {source.name}", spinner="dots")
         if not json
         else nullcontext()
     ):
@@ -102,7 +100,7 @@ def export_command(
     for message in result.notes:
         note(message)
     render_parity(result.manifest.parity)
-    console.print(
+    console().print(
         f"Published [bold]{name}:{result.version}[/] at {escape(str(result.path))}", soft_wrap=True
     )
 
@@ -130,14 +128,14 @@ def parse_tolerances(
 def render_parity(parity: dict[str, Any]) -> None:
     outputs = parity.get("outputs")
     if not outputs:
-        console.print(f"Parity: {parity.get('method', 'not checked')}")
+        console().print(f"Parity: {parity.get('method', 'not checked')}")
         return
-    table = Table(title=f"Parity on {parity['rows']} row(s)", title_justify="left")
-    table.add_column("output", no_wrap=True)
-    for column in ("max abs", "max rel", "differ", "atol / rtol", "result"):
-        table.add_column(column, no_wrap=True)
+    figures = table(
+        f"Parity on {parity['rows']} row(s)",
+        *("output", "max abs", "max rel", "differ", "atol / rtol", "result"),
+    )
     for name, o in outputs.items():
-        table.add_row(
+        figures.add_row(
             escape(name),
             _figure(o.get("max_abs_diff")),
             _figure(o.get("max_rel_diff")),
@@ -145,7 +143,7 @@ def render_parity(parity: dict[str, Any]) -> None:
             f"{o['atol']:g} / {o['rtol']:g}",
             "[green]ok[/]" if o["passed"] else "[red]FAIL[/]",
         )
-    console.print(table)
+    console().print(figures)
 
 
 def _figure(value: float | None) -> str:

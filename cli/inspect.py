@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from mserve.reference import Reference
 from mserve.repository import Repository
 from mserve.signature import TensorSpec
 
 from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
-from .output import console, emit_json
+from .output import console, emit_json, escape, table
 
 
 def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -> None:
@@ -32,18 +29,19 @@ def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -
     if json:
         emit_json(rows)
         return
-    table = Table(title=f"Models in {escape(str(repository.root))}", title_justify="left")
-    for column in ("model", "versions", "latest", "labels", "retired"):
-        table.add_column(column)
+    models = table(
+        f"Models in {escape(str(repository.root))}",
+        *("model", "versions", "latest", "labels", "retired"),
+    )
     for row in rows:
-        table.add_row(
+        models.add_row(
             row["name"],
             _ranges(row["versions"]),
             str(row["versions"][-1]),
             ", ".join(f"{k} -> {v}" for k, v in sorted(row["labels"].items())) or "-",
             _ranges(row["retired"]) or "-",
         )
-    console.print(table)
+    console().print(models)
 
 
 def show_command(
@@ -57,19 +55,20 @@ def show_command(
     if json:
         emit_json({**manifest.to_dict(), "labels": labels})
         return
-    facts = Table.grid(padding=(0, 2))
-    facts.add_column(style="bold")
-    facts.add_column()
+    facts = table(None, "", "")
+    facts.show_header = False
+    facts.box = None
     facts.add_row("version", f"{model}:{version}" + (f"  ({', '.join(labels)})" if labels else ""))
     facts.add_row("created", manifest.created_at)
     source = manifest.source
-    facts.add_row(
-        "source",
-        escape(
-            f"{source.get('framework', '?')} {source.get('framework_version', '')}"
-            f" via {source.get('converter', '?')} {source.get('converter_version', '')}".strip()
-        ),
-    )
+    if source.get("converter", "none") == "none":
+        origin = "ONNX file" + (f" made by {source['producer']}" if source.get("producer") else "")
+    else:
+        origin = (
+            f"{source.get('framework', '?')} {source.get('framework_version', '')} via "
+            f"{source['converter']} {source.get('converter_version', '')}"
+        )
+    facts.add_row("source", escape(origin.strip()))
     if source.get("file"):
         facts.add_row(
             "source file", escape(f"{source['file']} (sha256 {source.get('sha256', '?')[:12]}…)")
@@ -87,21 +86,19 @@ def show_command(
     )
     for key, value in manifest.provenance.items():
         facts.add_row(key.replace("_", " "), escape(value))
-    console.print(facts)
+    console().print(facts)
     for title, specs in (
         ("inputs", manifest.signature.inputs),
         ("outputs", manifest.signature.outputs),
     ):
-        console.print(_spec_table(title, specs))
+        console().print(_spec_table(title, specs))
 
 
-def _spec_table(title: str, specs: tuple[TensorSpec, ...]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("name", "dtype", "shape"):
-        table.add_column(column)
+def _spec_table(title: str, specs: tuple[TensorSpec, ...]) -> Any:
+    tensors = table(title, "name", "dtype", "shape")
     for spec in specs:
-        table.add_row(escape(spec.name), escape(spec.dtype), escape(spec.shape_text()))
-    return table
+        tensors.add_row(escape(spec.name), escape(spec.dtype), escape(spec.shape_text()))
+    return tensors
 
 
 def _ranges(numbers: list[int]) -> str:

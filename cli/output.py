@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-# Rich consoles are cheap; the wide stdout console keeps tables intact when piped to a CI log.
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+@cache
+def console() -> Console:
+    """stdout for people; rich is imported on first use, so `--help` stays fast."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@cache
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 class Mode:
@@ -39,4 +53,20 @@ def error_line(message: str) -> None:
 
 def note(message: str) -> None:
     if not Mode.json:
-        err_console.print(f"[yellow]note:[/] {message}", markup=True, soft_wrap=True)
+        err_console().print(f"[yellow]note:[/] {message}", markup=True, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """Text shown inside rich markup (names, paths, shapes like [?, 4]) must not be parsed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def table(title: str | None, *columns: str) -> Table:
+    from rich.table import Table
+
+    result = Table(title=title, title_justify="left")
+    for column in columns:
+        result.add_column(column, no_wrap=column in {"output", "model", "check", "name"})
+    return result

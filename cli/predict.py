@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from mserve.reference import Reference
 from mserve.repository import Repository
 
 from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
-from .output import console, emit_json
+from .output import console, emit_json, escape, table
 
 
 def predict_command(
@@ -50,12 +48,10 @@ def predict_command(
     if json:
         emit_json({"model": model, "version": version, "outputs": outputs})
         return
-    table = Table(title=f"{model}:{version}", title_justify="left")
-    table.add_column("output")
-    table.add_column("value")
+    values = table(f"{model}:{version}", "output", "value")
     for name, value in outputs.items():
-        table.add_row(escape(name), escape(_compact(value)))
-    console.print(table)
+        values.add_row(escape(name), escape(_compact(value)))
+    console().print(values)
 
 
 def _plain(value: Any) -> Any:

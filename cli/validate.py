@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from mserve.reference import Reference
 from mserve.repository import Repository
 
 from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
-from .output import console, emit_json
+from .output import console, emit_json, escape, table
 
 
 def validate_command(
@@ -38,20 +36,17 @@ def validate_command(
     if json:
         emit_json(report.to_dict())
     else:
-        table = Table(title=f"{model}:{version}", title_justify="left")
-        table.add_column("check")
-        table.add_column("result")
-        table.add_column("detail")
+        checks = table(f"{model}:{version}", "check", "result", "detail")
         for check in report.checks:
-            table.add_row(
+            checks.add_row(
                 check.name, "[green]ok[/]" if check.passed else "[red]FAIL[/]", escape(check.detail)
             )
-        console.print(table)
+        console().print(checks)
         if report.compatibility is not None:
             verdict = "compatible" if report.compatibility.compatible else "[red]BREAKING[/]"
-            console.print(f"Against {report.against}: {verdict}")
+            console().print(f"Against {report.against}: {verdict}")
             for change in report.compatibility.changes:
                 mark = "[red]breaking[/]" if change.breaking else "compatible"
-                console.print(f"  {mark}  {escape(change.where)}: {escape(change.message)}")
+                console().print(f"  {mark}  {escape(change.where)}: {escape(change.message)}")
     if not report.passed:
         raise typer.Exit(1)
