@@ -106,7 +106,7 @@ def export(
 
 
 def _check_trust(converter: Converter, path: Path, trust_source: bool) -> None:
-    if path.suffix.lower() in converter.unsafe_suffixes and not trust_source:
+    if converter.runs_code(path) and not trust_source:
         raise UntrustedSourceError(
             f"loading {path.name} runs code stored in it (pickle); "
             "pass --trust-source only if you trust where it came from"

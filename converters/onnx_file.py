@@ -15,7 +15,9 @@ from .registry import Conversion, package_version
 
 class OnnxFileConverter:
     name = "onnx"
-    unsafe_suffixes: tuple[str, ...] = ()
+
+    def runs_code(self, path: Path) -> bool:
+        return False  # protobuf: data only
 
     def detect(self, path: Path) -> bool:
         return path.suffix.lower() == ".onnx"

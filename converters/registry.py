@@ -35,8 +35,9 @@ class Conversion:
 
 class Converter(Protocol):
     name: str
-    # Loading these files runs code from them (pickle): refused without --trust-source.
-    unsafe_suffixes: tuple[str, ...]
+
+    def runs_code(self, path: Path) -> bool:
+        """Whether loading ``path`` executes code stored in it (pickle): needs --trust-source."""
 
     def detect(self, path: Path) -> bool:
         """Whether ``path`` looks like this converter's source format."""

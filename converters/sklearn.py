@@ -19,10 +19,13 @@ SYNTHETIC_ROWS = 32
 
 class SklearnConverter:
     name = "sklearn"
-    unsafe_suffixes = (".joblib", ".pkl", ".pickle")
+    suffixes = (".joblib", ".pkl", ".pickle")
+
+    def runs_code(self, path: Path) -> bool:
+        return True  # joblib and pickle files execute code when loaded, whatever their name
 
     def detect(self, path: Path) -> bool:
-        return path.suffix.lower() in self.unsafe_suffixes
+        return path.suffix.lower() in self.suffixes
 
     def accepts(self, obj: Any) -> bool:
         return any(c.__module__.startswith("sklearn.") for c in type(obj).__mro__)

@@ -78,10 +78,14 @@ def test_float64_samples_fix_a_double_input(repo: Path, iris_pipeline: Any, iris
 
 
 def test_pickles_are_refused_without_trust_and_nothing_is_written(
-    repo: Path, iris_joblib: Path
+    repo: Path, iris_joblib: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(UntrustedSourceError, match="pass --trust-source"):
         mserve.export(iris_joblib, name="iris", repo=repo)
+    renamed = tmp_path / "innocent.bin"  # the name does not matter: loading it runs code
+    renamed.write_bytes(iris_joblib.read_bytes())
+    with pytest.raises(UntrustedSourceError, match="pass --trust-source"):
+        mserve.export(renamed, name="iris", repo=repo, framework="sklearn")
     assert not repo.exists()
 
 
