@@ -60,7 +60,18 @@ def _plain(value: Any) -> Any:
 
 
 def _compact(value: Any) -> str:
+    """For people: 6 significant digits (float32 holds about 7), long outputs cut."""
     import json
 
-    text = json.dumps(value, default=str)
+    text = json.dumps(_rounded(value), default=str)
     return text if len(text) <= 2000 else text[:2000] + " …"
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
