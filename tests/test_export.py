@@ -194,13 +194,17 @@ def scale_model(weight_location: str | None = None, folder: Path | None = None) 
         data = folder / weight_location
         data.parent.mkdir(parents=True, exist_ok=True)
         data.write_bytes(np.array([2.0, 3.0], dtype=np.float32).tobytes())
-        tensor = model.graph.initializer[0]
-        tensor.ClearField("float_data")
-        tensor.ClearField("raw_data")
-        tensor.data_location = TensorProto.EXTERNAL
-        entry = tensor.external_data.add()
-        entry.key, entry.value = "location", weight_location
+        point_at_external_data(model, weight_location)
     return model
+
+
+def point_at_external_data(model: onnx.ModelProto, location: str) -> None:
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("float_data")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
 
 
 def test_onnx_files_are_copied_with_their_external_data_inlined(repo: Path, tmp_path: Path) -> None:
@@ -227,12 +231,7 @@ def test_external_data_outside_the_folder_is_refused(
     (source / "link").symlink_to(tmp_path)  # a symlinked folder leading out
     (tmp_path / "w.bin").write_bytes(np.zeros(2, dtype=np.float32).tobytes())
     model = scale_model()
-    tensor = model.graph.initializer[0]
-    tensor.ClearField("raw_data")
-    tensor.ClearField("float_data")
-    tensor.data_location = TensorProto.EXTERNAL
-    entry = tensor.external_data.add()
-    entry.key, entry.value = "location", location
+    point_at_external_data(model, location)
     onnx.save(model, source / "m.onnx")
     with pytest.raises(ValidationError, match="outside the model's folder"):
         mserve.export(source / "m.onnx", name="m", repo=repo)
