@@ -25,13 +25,17 @@ ToleranceOption = Annotated[
 
 def export_command(
     source: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            metavar="SOURCE",
-            help="Model file: .onnx, or a scikit-learn .joblib/.pkl (needs --trust-source).",
+            metavar="[SOURCE]",
+            help=(
+                "Model file or directory: .onnx; scikit-learn .joblib/.pkl; PyTorch .pt2 or "
+                "TorchScript .pt; TensorFlow SavedModel directory or Keras .keras; XGBoost "
+                ".json/.ubj; LightGBM .txt. Pickle and TorchScript files need --trust-source."
+            ),
             show_default=False,
         ),
-    ],
+    ] = None,
     *,
     name: Annotated[
         str,
@@ -44,7 +48,30 @@ def export_command(
         str | None,
         typer.Option(
             metavar="NAME",
-            help="Source framework (sklearn, onnx); detected from the file if omitted.",
+            help=(
+                "Source framework: sklearn, torch, tensorflow, xgboost, lightgbm or onnx; "
+                "detected from the file if omitted."
+            ),
+        ),
+    ] = None,
+    from_python: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODULE:FUNCTION",
+            help="Build the model by calling this function (importable from the working dir).",
+        ),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="PyTorch state dict to load into the model (loaded with weights_only=True).",
+        ),
+    ] = None,
+    signature: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME", help="SavedModel signature to export [default: serving_default]."
         ),
     ] = None,
     sample: Annotated[
@@ -80,11 +107,8 @@ def export_command(
             for name in atol_by_output.keys() | rtol_by_output.keys()
         },
     )
-    with (
-        err_console().status(f"Exporting {source.name}", spinner="dots")
-        if not json
-        else nullcontext()
-    ):
+    what = source.name if source else from_python
+    with err_console().status(f"Exporting {what}", spinner="dots") if not json else nullcontext():
         result = export(
             source,
             name=name,
@@ -93,6 +117,9 @@ def export_command(
             framework=framework,
             trust_source=trust_source,
             tolerance=tolerance,
+            from_python=from_python,
+            weights=weights,
+            signature=signature,
         )
     if json:
         emit_json(result.to_dict())

@@ -43,7 +43,7 @@ def predict_command(
     runner = ModelRunner.open(repository.version_file(model, version, MODEL_FILE))
     outputs = {
         name: _plain(value)
-        for name, value in runner.run(inputs.bind(runner.signature, data)).items()
+        for name, value in runner.run(inputs.bind(runner.input_names, data)).items()
     }
     if json:
         emit_json({"model": model, "version": version, "outputs": outputs})

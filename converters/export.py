@@ -9,15 +9,23 @@ from typing import Any
 
 from mserve import inputs, onnx_files
 from mserve.errors import ConversionError, ParityError, UntrustedSourceError, UsageError
-from mserve.manifest import MODEL_FILE, Manifest, ci_provenance, sha256_file
+from mserve.manifest import MODEL_FILE, Manifest, ci_provenance, sha256_file, sha256_tree
 from mserve.parity import Tolerance, compare
 from mserve.reference import check_model_name
 from mserve.repository import Repository
-from mserve.runtime import ModelRunner, create_session
+from mserve.runtime import ModelRunner, create_session, max_opset
 from mserve.signature import Signature
 from mserve.validation import SAMPLE_INPUTS, SAMPLE_OUTPUTS
 
-from .registry import Conversion, Converter, by_name, for_file, for_object, package_version
+from .registry import (
+    Conversion,
+    Converter,
+    by_name,
+    first_line,
+    for_file,
+    for_object,
+    package_version,
+)
 
 
 @dataclass
@@ -41,7 +49,7 @@ class ExportResult:
 
 
 def export(
-    source: Any,
+    source: Any = None,
     *,
     name: str,
     repo: str | os.PathLike[str] = "models",
@@ -49,33 +57,38 @@ def export(
     framework: str | None = None,
     trust_source: bool = False,
     tolerance: Tolerance | None = None,
+    from_python: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    signature: str | None = None,
 ) -> ExportResult:
-    """Convert ``source`` (a file path or an in-process model) and publish it as a new version.
+    """Convert a model and publish it as the next version of ``name``, or raise and publish nothing.
 
-    ``sample`` (a path to .npy/.npz/.json/.csv, or arrays) fixes the input types and is what the
-    source model and the ONNX model are compared on. Raises ParityError, and publishes nothing,
-    when they disagree beyond ``tolerance``.
+    The model is ``source`` (a file, a SavedModel directory, or an in-process model) or what
+    ``from_python`` ("package.module:function") builds; ``weights`` then loads a PyTorch state
+    dict into it. ``sample`` (a .npy/.npz/.json/.csv path, arrays, or a DataFrame) fixes the input
+    types, and the source model and the ONNX model are compared on it: ParityError when they
+    disagree beyond ``tolerance``. ``signature`` picks a SavedModel signature.
     """
     check_model_name(name)
     tolerance = tolerance or Tolerance()
     repository = Repository(repo)
-    source_record: dict[str, Any] = {}
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if not path.exists():
-            raise UsageError(f"source {path} does not exist")
-        converter = by_name(framework) if framework else for_file(path)
-        _check_trust(converter, path, trust_source)
-        model, notes = converter.load(path)
-        source_record = {"file": path.name, "sha256": sha256_file(path)} if path.is_file() else {}
-    else:
-        converter = by_name(framework) if framework else for_object(source)
-        model, notes = source, []
-    conversion = converter.convert(model, _sample_arrays(sample))
+    model, converter, source_record, notes = _source_model(
+        source, from_python, framework, trust_source
+    )
+    if weights is not None:
+        load_weights = getattr(converter, "load_weights", None)
+        if load_weights is None:
+            raise UsageError(f"--weights applies to PyTorch models, not {converter.name} ones")
+        model = load_weights(model, Path(weights))
+        source_record["weights"] = {
+            "file": Path(weights).name,
+            "sha256": sha256_file(Path(weights)),
+        }
+    conversion = converter.convert(model, _sample_arrays(sample), {"signature": signature})
     notes += conversion.notes
     if conversion.synthetic_sample:
         notes.append("no sample given: parity was checked on synthetic inputs; pass --sample")
-    signature, outputs = _check_onnx(conversion)
+    signature_, outputs = _check_onnx(conversion)
     parity = _parity(conversion, outputs, tolerance)
     if not parity.get("passed", True):
         raise ParityError(f"parity check failed, nothing published: {parity['summary']}")
@@ -86,7 +99,7 @@ def export(
         return Manifest(
             model=name,
             version=0,  # allocated under the repository's lock
-            signature=signature,
+            signature=signature_,
             source={
                 **conversion.source,
                 **source_record,
@@ -96,6 +109,7 @@ def export(
             parity=parity,
             runtime={
                 "onnxruntime": package_version("onnxruntime"),
+                "onnxruntime_max_opset": str(max_opset()),
                 "onnx": package_version("onnx"),
             },
             provenance=ci_provenance(),
@@ -105,12 +119,61 @@ def export(
     return ExportResult(manifest, repository.version_dir(name, manifest.version), notes)
 
 
-def _check_trust(converter: Converter, path: Path, trust_source: bool) -> None:
+def _source_model(
+    source: Any, from_python: str | None, framework: str | None, trust_source: bool
+) -> tuple[Any, Converter, dict[str, Any], list[str]]:
+    """The model object, its converter, what to record about its origin, and notes."""
+    if from_python is not None:
+        if source is not None:
+            raise UsageError("give a SOURCE or --from-python, not both")
+        model = build_from_python(from_python)
+        converter = by_name(framework) if framework else for_object(model)
+        return model, converter, {"factory": from_python}, []
+    if source is None:
+        raise UsageError("give a SOURCE file or --from-python MODULE:FUNCTION")
+    if not isinstance(source, str | os.PathLike):
+        converter = by_name(framework) if framework else for_object(source)
+        return source, converter, {}, []
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"source {path} does not exist")
+    converter = by_name(framework) if framework else for_file(path)
     if converter.runs_code(path) and not trust_source:
         raise UntrustedSourceError(
             f"loading {path.name} runs code stored in it (pickle); "
             "pass --trust-source only if you trust where it came from"
         )
+    model, notes = converter.load(path)
+    record = {
+        "file": path.name,
+        "sha256": sha256_file(path) if path.is_file() else sha256_tree(path),
+    }
+    return model, converter, record, notes
+
+
+def build_from_python(spec: str) -> Any:
+    """Call ``package.module:function`` (importable from the working directory) for a model."""
+    import importlib
+    import sys
+
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name.isidentifier():
+        raise UsageError(
+            f"--from-python {spec!r}: expected MODULE:FUNCTION, e.g. mypkg.models:build"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's own package
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--from-python: cannot import {module_name!r} ({exc})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise UsageError(f"--from-python: {module_name} has no function {function_name!r}")
+    try:
+        return function()
+    except Exception as exc:  # the user's code: report it, do not crash
+        raise UsageError(f"--from-python: {spec}() failed: {first_line(exc)}") from None
 
 
 def _sample_arrays(sample: Any) -> Any:
@@ -130,6 +193,14 @@ def _check_onnx(conversion: Conversion) -> tuple[Signature, dict[str, Any]]:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0][:300]
         raise ConversionError(f"the converted model is not valid ONNX: {first}") from None
+    opset = next(
+        (o.version for o in conversion.model.opset_import if o.domain in ("", "ai.onnx")), 0
+    )
+    if opset > max_opset():
+        raise ConversionError(
+            f"the model uses ONNX opset {opset}, newer than onnxruntime "
+            f"{package_version('onnxruntime')} supports ({max_opset()}); upgrade onnxruntime"
+        )
     signature = Signature.from_onnx(conversion.model)
     runner = ModelRunner(create_session(conversion.model.SerializeToString()), signature)
     outputs = runner.run(conversion.feeds) if conversion.feeds else {}

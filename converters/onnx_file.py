@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mserve import onnx_files
 from mserve.errors import InputError
+from mserve.inputs import bind
 from mserve.runtime import coerce_tensor
 from mserve.signature import Signature
 
@@ -30,19 +32,15 @@ class OnnxFileConverter:
     def load(self, path: Path) -> tuple[Any, list[str]]:
         return onnx_files.load(path), []
 
-    def convert(self, model: Any, sample: Any) -> Conversion:
+    def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
         signature = Signature.from_onnx(model)
         feeds = {}
         if sample is not None:
-            named = sample if isinstance(sample, dict) else _single(signature, sample)
-            feeds = {
-                spec.name: coerce_tensor(spec, named[spec.name])
-                for spec in signature.inputs
-                if spec.name in named
-            }
-            missing = [s.name for s in signature.inputs if s.name not in named]
+            bound = bind([spec.name for spec in signature.inputs], sample)
+            missing = [spec.name for spec in signature.inputs if spec.name not in bound]
             if missing:
                 raise InputError(f"the sample has no data for input {', '.join(missing)}")
+            feeds = {spec.name: coerce_tensor(spec, bound[spec.name]) for spec in signature.inputs}
         return Conversion(
             model=model,
             feeds=feeds,
@@ -54,13 +52,6 @@ class OnnxFileConverter:
                 "producer": f"{model.producer_name} {model.producer_version}".strip(),
             },
         )
-
-
-def _single(signature: Signature, sample: Any) -> dict[str, Any]:
-    if len(signature.inputs) != 1:
-        names = ", ".join(s.name for s in signature.inputs)
-        raise InputError(f"the model takes several inputs ({names}); give a .npz or .json object")
-    return {signature.inputs[0].name: sample}
 
 
 converter = OnnxFileConverter()

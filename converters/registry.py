@@ -6,13 +6,18 @@ mserve's own converters register exactly as a third-party package would, in its
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mserve.errors import MissingExtraError, UsageError
+from mserve.errors import EnvironmentProblem, MissingExtraError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,8 +53,9 @@ class Converter(Protocol):
     def load(self, path: Path) -> tuple[Any, list[str]]:
         """Load a source file (its safety was checked by the caller); also notes for the user."""
 
-    def convert(self, model: Any, sample: Any) -> Conversion:
-        """Convert ``model``; ``sample`` (arrays or None) fixes input types and drives parity."""
+    def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
+        """Convert ``model``; ``sample`` (arrays, a Table, or None) fixes input types and drives
+        parity; ``options`` holds framework-specific choices (e.g. a SavedModel ``signature``)."""
 
 
 @cache
@@ -91,11 +97,52 @@ def package_version(distribution: str) -> str:
         return "unknown"
 
 
-def require(module: str, extra: str) -> Any:
-    """Import an optional framework, or say exactly how to install it."""
+def require(module: str, extra: str, distribution: str = "", minimum: str = "") -> Any:
+    """Import an optional framework, or say exactly how to install (or upgrade) it."""
     import importlib
 
+    from packaging.version import InvalidVersion, Version
+
+    top_level = module.split(".", maxsplit=1)[0]
     try:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(module.split(".", maxsplit=1)[0], extra) from None
+        raise MissingExtraError(top_level, extra) from None
+    if minimum:
+        installed = package_version(distribution or top_level)
+        try:
+            too_old = Version(installed) < Version(minimum)
+        except InvalidVersion:
+            too_old = False
+        if too_old:
+            raise EnvironmentProblem(
+                f"{distribution or top_level} {installed} is too old (mserve needs >= {minimum}); "
+                f"upgrade with: pip install -U 'mserve[{extra}]'"
+            )
+    return imported
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Run a framework's converter without its chatter reaching our stdout (which may be JSON).
+
+    Exporters print progress and raise warnings (which the test suite turns into errors); what
+    they print is kept in the yielded buffer, and their warnings are dropped.
+    """
+    buffer = io.StringIO()
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(buffer),
+        contextlib.redirect_stderr(buffer),
+    ):
+        warnings.simplefilter("ignore")
+        yield buffer
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, without terminal colour codes, for a one-line error."""
+    lines = _ANSI.sub("", str(exc)).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")

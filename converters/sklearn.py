@@ -1,18 +1,25 @@
 """scikit-learn estimators and pipelines, converted with skl2onnx.
 
-Classifiers are exported with tensor outputs (``label``, ``probabilities``), not ZipMap's list of
-dictionaries, so every runtime and protocol can carry them; parity compares both.
+- Classifiers are exported with tensor outputs (``label``, ``probabilities``), not ZipMap's list of
+  dictionaries, so every runtime and protocol can carry them; parity compares both.
+- A model fitted on named columns (a pandas DataFrame, e.g. a ColumnTransformer over numbers and
+  strings) gets one ONNX input per column, named after it, shape ``[N, 1]``; string columns are
+  string tensors. Its sample must name the columns (a CSV with a header, or a DataFrame).
+- XGBoost and LightGBM estimators inside pipelines convert through onnxmltools.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mserve.errors import ConversionError, UsageError
+from mserve.inputs import Table
+from mserve.runtime import max_opset
 
-from .registry import Conversion, package_version, require
+from .registry import Conversion, first_line, package_version, quiet, require
 
 SYNTHETIC_ROWS = 32
 
@@ -32,7 +39,7 @@ class SklearnConverter:
 
     def load(self, path: Path) -> tuple[Any, list[str]]:
         joblib = require("joblib", "sklearn")
-        require("sklearn", "sklearn")
+        require("sklearn", "sklearn", "scikit-learn")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -42,18 +49,18 @@ class SklearnConverter:
                     f"{path.name} needs module {exc.name!r}, which is not installed"
                 ) from None
             except Exception as exc:  # a pickle can fail in any way its code chooses
-                raise UsageError(f"cannot load {path.name}: {_first_line(exc)}") from None
+                raise UsageError(f"cannot load {path.name}: {first_line(exc)}") from None
         if not self.accepts(model):
             raise UsageError(
                 f"{path.name} holds a {type(model).__qualname__}, not a scikit-learn model"
             )
         # e.g. "pickled with scikit-learn 1.5, loaded with 1.6": worth showing, not fatal.
-        return model, [_first_line(w.message) for w in caught if "version" in str(w.message)]
+        return model, [
+            str(w.message).splitlines()[0] for w in caught if "version" in str(w.message)
+        ]
 
-    def convert(self, model: Any, sample: Any) -> Conversion:
-        import numpy as np
-
-        skl2onnx = require("skl2onnx", "sklearn")
+    def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
+        skl2onnx = require("skl2onnx", "sklearn", minimum="1.17")
         from sklearn.base import is_classifier
         from sklearn.exceptions import NotFittedError
         from sklearn.utils.validation import check_is_fitted
@@ -62,35 +69,32 @@ class SklearnConverter:
             check_is_fitted(model)
         except NotFittedError:
             raise ConversionError(f"the {type(model).__name__} is not fitted") from None
-        notes = []
+        _register_booster_wrappers(model)
         synthetic = sample is None
-        if synthetic:
-            sample = _synthetic_sample(model)
-        if isinstance(sample, dict):
-            if len(sample) != 1:
-                raise UsageError(
-                    "this scikit-learn model takes one matrix; give one array as sample"
-                )
-            sample = next(iter(sample.values()))
-        sample = np.asarray(sample)
-        if sample.ndim == 1:
-            sample = sample.reshape(1, -1)
-        options = {"zipmap": False} if is_classifier(model) else None
+        columns = _column_names(model)
+        source_sample = _sample_frame(sample, columns) if columns else _sample_matrix(model, sample)
+        converter_options = {"zipmap": False} if is_classifier(model) else None
         try:
-            onnx_model = skl2onnx.to_onnx(model, sample[:1], options=options)
+            with quiet():
+                onnx_model = skl2onnx.to_onnx(
+                    model,
+                    source_sample[:1],
+                    options=converter_options,
+                    target_opset=_target_opset(),
+                )
         except Exception as exc:  # skl2onnx raises RuntimeError, NameError, TypeError, ...
             raise ConversionError(
-                f"skl2onnx cannot convert this {type(model).__name__}: {_first_line(exc)}"
+                f"skl2onnx cannot convert this {type(model).__name__}: {first_line(exc)}"
             ) from None
-        input_name = onnx_model.graph.input[0].name
+        feeds = _feeds(onnx_model, source_sample, columns)
         outputs = [o.name for o in onnx_model.graph.output]
-        expected, skipped = _reference_outputs(model, sample, outputs, is_classifier(model))
-        notes += [
-            f"output {name!r} has no scikit-learn counterpart; not compared" for name in skipped
-        ]
+        with quiet():
+            expected, skipped = _reference_outputs(
+                model, source_sample, outputs, is_classifier(model)
+            )
         return Conversion(
             model=onnx_model,
-            feeds={input_name: sample},
+            feeds=feeds,
             expected=expected,
             source={
                 "framework": "scikit-learn",
@@ -100,18 +104,80 @@ class SklearnConverter:
                 "estimator": type(model).__name__,
             },
             synthetic_sample=synthetic,
-            notes=notes,
+            notes=[
+                f"output {name!r} has no scikit-learn counterpart; not compared" for name in skipped
+            ],
         )
 
 
-def _synthetic_sample(model: Any) -> Any:
+def _target_opset() -> dict[str, int]:
+    from skl2onnx import get_latest_tested_opset_version
+
+    return {"": min(get_latest_tested_opset_version(), max_opset()), "ai.onnx.ml": 3}
+
+
+def _column_names(model: Any) -> list[str] | None:
+    """The columns a model was fitted on, if it was fitted on a DataFrame."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None or not all(isinstance(n, str) for n in names):
+        return None
+    return [str(n) for n in names]
+
+
+def _sample_frame(sample: Any, columns: list[str]) -> Any:
+    pandas = require("pandas", "sklearn")
+    if sample is None:
+        raise UsageError(
+            f"the model takes named columns ({', '.join(columns)}); pass --sample with them "
+            "(a CSV with a header row)"
+        )
+    if not isinstance(sample, Table | dict):
+        raise UsageError(
+            f"the model takes named columns ({', '.join(columns)}); the sample has none"
+        )
+    data = sample.columns if isinstance(sample, Table) else sample
+    missing = [c for c in columns if c not in data]
+    if missing:
+        raise UsageError(f"the sample has no column {', '.join(map(repr, missing))}")
+    return pandas.DataFrame({c: _flat(data[c]) for c in columns})
+
+
+def _flat(values: Any) -> Any:
     import numpy as np
 
-    features = getattr(model, "n_features_in_", None)
-    if features is None:
-        raise UsageError("cannot tell how many features the model takes; pass --sample")
-    rng = np.random.default_rng(0)
-    return rng.normal(size=(SYNTHETIC_ROWS, int(features))).astype(np.float32)
+    array = np.asarray(values)
+    return array.reshape(-1) if array.ndim == 2 and array.shape[1] == 1 else array
+
+
+def _sample_matrix(model: Any, sample: Any) -> Any:
+    import numpy as np
+
+    if sample is None:
+        features = getattr(model, "n_features_in_", None)
+        if features is None:
+            raise UsageError("cannot tell how many features the model takes; pass --sample")
+        return (
+            np.random.default_rng(0).normal(size=(SYNTHETIC_ROWS, int(features))).astype(np.float32)
+        )
+    if isinstance(sample, Table):
+        return sample.matrix()
+    if isinstance(sample, dict):
+        if len(sample) != 1:
+            raise UsageError("this scikit-learn model takes one matrix; give one array as sample")
+        sample = next(iter(sample.values()))
+    array = np.asarray(sample)
+    return array.reshape(1, -1) if array.ndim == 1 else array
+
+
+def _feeds(onnx_model: Any, sample: Any, columns: list[str] | None) -> dict[str, Any]:
+    """The sample as the ONNX model's inputs: one [N, 1] array per column, or the matrix."""
+    if not columns:
+        return {onnx_model.graph.input[0].name: sample}
+    feeds = {}
+    for name in columns:
+        values = sample[name].to_numpy()
+        feeds[name] = (values.astype(str) if values.dtype == object else values).reshape(-1, 1)
+    return feeds
 
 
 def _reference_outputs(
@@ -131,9 +197,46 @@ def _reference_outputs(
     return expected, [name for name in outputs if name not in expected]
 
 
-def _first_line(exc: object) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
+def _register_booster_wrappers(model: Any) -> None:
+    """Teach skl2onnx the XGBoost/LightGBM estimators a pipeline contains (via onnxmltools)."""
+    modules = {type(model).__module__.split(".")[0]}
+    if hasattr(model, "get_params"):
+        modules |= {type(v).__module__.split(".")[0] for v in model.get_params(deep=True).values()}
+    if "xgboost" in modules:
+        _register("xgboost", ("XGBClassifier", "XGBRegressor"), "XGBoost", "convert_xgboost")
+    if "lightgbm" in modules:
+        _register("lightgbm", ("LGBMClassifier", "LGBMRegressor"), "LightGbm", "convert_lightgbm")
+
+
+def _register(package: str, classes: tuple[str, str], converter_module: str, function: str) -> None:
+    import importlib
+
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    framework = require(package, package)
+    require("onnxmltools", package)
+    module = importlib.import_module(
+        f"onnxmltools.convert.{package}.operator_converters.{converter_module}"
+    )
+    convert = getattr(module, function)
+    classifier, regressor = (getattr(framework, name) for name in classes)
+    update_registered_converter(
+        classifier,
+        f"{converter_module}{classes[0]}",
+        calculate_linear_classifier_output_shapes,
+        convert,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+    update_registered_converter(
+        regressor,
+        f"{converter_module}{classes[1]}",
+        calculate_linear_regressor_output_shapes,
+        convert,
+    )
 
 
 converter = SklearnConverter()

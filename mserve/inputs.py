@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +18,6 @@ from .errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from .signature import Signature
 
 SUFFIXES = (".json", ".npy", ".npz", ".csv")
 MAX_JSON_DEPTH = 64
@@ -110,9 +108,8 @@ def _read_csv(path: Path) -> Table:
     return Table(columns)
 
 
-def bind(signature: Signature, data: Loaded) -> dict[str, Any]:
-    """Match loaded data to the model's inputs by name, or to its single input."""
-    names = [t.name for t in signature.inputs]
+def bind(names: Sequence[str], data: Loaded) -> dict[str, Any]:
+    """Match loaded data to a model's inputs by name, or to its single input."""
     if isinstance(data, Table):
         if set(data.columns) == set(names):  # one input per column, each [N, 1]
             return {name: data.columns[name].reshape(-1, 1) for name in names}
@@ -129,12 +126,14 @@ def bind(signature: Signature, data: Loaded) -> dict[str, Any]:
     return {names[0]: data}
 
 
-def as_arrays(data: Loaded) -> dict[str, np.ndarray[Any, Any]] | np.ndarray[Any, Any]:
-    """A sample as arrays: one matrix, or one array per named input."""
+def as_arrays(data: Loaded) -> Table | dict[str, np.ndarray[Any, Any]] | np.ndarray[Any, Any]:
+    """A sample as arrays: one matrix, one array per named input, or named columns (a Table)."""
     import numpy as np
 
     if isinstance(data, Table):
-        return data.matrix()
+        return data
+    if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # a pandas DataFrame
+        return Table({str(c): _column(data[c].to_numpy()) for c in data.columns})
     if isinstance(data, Mapping):
         return {str(k): _array(v) for k, v in data.items()}
     if isinstance(data, np.ndarray):
@@ -156,3 +155,8 @@ def _array(value: Any) -> np.ndarray[Any, Any]:
     if array.dtype.kind == "U":
         return array
     raise InputError("the sample must hold numbers or strings")
+
+
+def _column(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # pandas keeps strings as objects; numbers keep their dtype (it becomes the input type).
+    return values.astype(str) if values.dtype == object else values

@@ -94,6 +94,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_tree(root: Path) -> str:
+    """One digest for a directory (a SavedModel): every file's relative path and content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
 # (variable holding the commit, variable holding the job URL or ID, CI system name)
 _CI_SYSTEMS: tuple[tuple[str, str, str], ...] = (
     ("GITHUB_SHA", "GITHUB_RUN_ID", "github-actions"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +35,41 @@ def create_session(
         raise ValidationError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
 
 
+@cache
+def max_opset() -> int:
+    """The newest ai.onnx opset the installed onnxruntime loads (found by trying, once)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def loads(opset: int) -> bool:
+        value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "probe",
+            [value],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 8
+        try:
+            create_session(model.SerializeToString())
+        except ValidationError:
+            return False
+        return True
+
+    opset = onnx.defs.onnx_opset_version() + 2  # onnxruntime may know an opset onnx does not
+    while opset > 7 and not loads(opset):
+        opset -= 1
+    return opset
+
+
 class ModelRunner:
     """Runs one ONNX model; every input is checked against ``signature`` first."""
 
     def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
         self.session = session
         self.signature = signature
+        self.input_names = [t.name for t in signature.inputs]
         self.output_names = [o.name for o in session.get_outputs()]
 
     @classmethod

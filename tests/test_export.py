@@ -94,8 +94,8 @@ class PerturbingConverter(SklearnConverter):
 
     name = "perturbed"
 
-    def convert(self, model: Any, sample: Any) -> Any:
-        conversion = super().convert(model, sample)
+    def convert(self, model: Any, sample: Any, options: Any) -> Any:
+        conversion = super().convert(model, sample, options)
         for node in conversion.model.graph.node:
             for attribute in node.attribute:
                 if attribute.name == "coefficients":
