@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 demo: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[sklearn]'
+	$(BIN)/pip install --quiet -e '.[all]'
 	bash sample_models/demo.sh build/demo-models
 
 test: $(BIN)/python

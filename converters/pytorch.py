@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class TorchConverter:
     def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
         torch = require("torch", "torch")
         require("onnxscript", "torch")
+        # The exporter logs (not warns) that optional torchvision operators are unavailable.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         import numpy as np
 
         if sample is None:
@@ -187,7 +190,13 @@ def _export(
                 opset_version=opset,
             )
     except Exception as exc:  # unsupported operators name themselves in the message
-        raise ConversionError(f"torch.onnx cannot export this model: {first_line(exc)}") from None
+        hint = ""
+        if "DictConstruct" in str(exc):
+            hint = " (TorchScript models must return tensors or tuples; save a dict-returning "
+            hint += "model with torch.export.save instead)"
+        raise ConversionError(
+            f"torch.onnx cannot export this model: {first_line(exc)}{hint}"
+        ) from None
     return onnx.load_from_string(buffer.getvalue()), "torchscript", notes
 
 

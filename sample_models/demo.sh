@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
-# The main job on the bundled samples: export, validate, list, show, predict.
+# The main job on the bundled samples: export every framework, validate, list, show, predict.
 # Usage: sample_models/demo.sh [REPO]   (default build/demo-models; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MSERVE_REPO=${1:-build/demo-models}
 rm -rf "$MSERVE_REPO"
 run() { printf '\n$ %s\n' "$*"; "$@"; }
+S=sample_models
 
-run mserve export sample_models/iris_classifier.joblib --name iris --trust-source \
-    --sample sample_models/iris_sample.csv
-run mserve export sample_models/diabetes_regressor.joblib --name diabetes --trust-source \
-    --sample sample_models/diabetes_sample.npy
-run mserve export sample_models/iris_classifier.onnx --name iris --sample sample_models/iris_sample.csv
+# scikit-learn: a pipeline, a forest, a mixed-type pipeline over named columns; an ONNX file
+run mserve export $S/iris_classifier.joblib --name iris --trust-source --sample $S/iris_sample.csv
+run mserve export $S/diabetes_regressor.joblib --name diabetes --trust-source --sample $S/diabetes_sample.npy
+run mserve export $S/churn_pipeline.joblib --name churn --trust-source --sample $S/churn_sample.csv
+run mserve export $S/iris_classifier.onnx --name iris --sample $S/iris_sample.csv
+# PyTorch: torch.export, TorchScript, and a factory with a state dict
+run mserve export $S/iris_mlp.pt2 --name iris-torch --sample $S/iris_sample.csv
+run mserve export $S/iris_mlp_torchscript.pt --name iris-torchscript --trust-source --sample $S/iris_sample.csv
+run mserve export --from-python sample_models.torch_mlp:build --weights $S/iris_mlp_state_dict.pt \
+    --name iris-torch --sample $S/iris_sample.csv
+# TensorFlow / Keras: a Keras 3 file and a SavedModel, two inputs and two outputs
+run mserve export $S/iris_two_inputs.keras --name iris-keras --sample $S/iris_two_inputs_sample.npz
+run mserve export $S/iris_two_inputs_savedmodel --name iris-keras --sample $S/iris_two_inputs_sample.npz
+# Gradient boosting: native XGBoost and LightGBM files
+run mserve export $S/iris_xgboost.json --name iris-xgboost --sample $S/iris_sample.csv
+run mserve export $S/diabetes_lightgbm.txt --name diabetes-lightgbm --sample $S/diabetes_sample.npy
+
 run mserve validate iris:2 --against iris:1
-run mserve validate diabetes
+run mserve validate iris-torch:2 --against iris-torch:1
+run mserve validate churn
 run mserve list
-run mserve show iris
+run mserve show churn
 run mserve predict iris --input '[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]'
-run mserve predict diabetes --input @sample_models/diabetes_sample.npy --json
+run mserve predict churn --input '{"tenure_months": [[3]], "monthly_charge": [[80.5]], "contract": [["monthly"]], "region": [["north"]]}'
+run mserve predict iris-keras --input @$S/iris_two_inputs_sample.npz
+run mserve predict diabetes --input @$S/diabetes_sample.npy --json
 printf '\ndemo finished: repository at %s\n' "$MSERVE_REPO"
