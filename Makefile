@@ -32,6 +32,7 @@ samples:
 
 bench:
 	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python benchmarks/export.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
