@@ -10,28 +10,17 @@ Target (issue 2): ``mserve --help`` median under 0.3 s.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import start, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
 MSERVE = str(Path(sys.executable).with_name("mserve"))
-
-
-def timed(command: list[str], runs: int, env: dict[str, str] | None = None) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env=env, timeout=300)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def row(label: str, times: list[float], floor: float | None = None) -> str:
@@ -44,13 +33,7 @@ def row(label: str, times: list[float], floor: float | None = None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
-    print(
-        f"# {time.strftime('%Y-%m-%d')} {platform.node()} {platform.machine()} "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    args = start(__doc__ or "", runs=20)
     python = timed([sys.executable, "-c", "pass"], args.runs)
     floor = statistics.median(python)
     print(row("python -c pass (floor)", python))
@@ -77,7 +60,7 @@ def main() -> None:
             "--json",
         ]
         runs = max(3, args.runs // 4)
-        print(row("mserve export iris (sklearn, CSV sample)", timed(export, runs, env), floor))
+        print(row("mserve export iris (sklearn, CSV sample)", timed(export, runs, env=env), floor))
         onnx_export = [
             MSERVE,
             "export",
@@ -86,11 +69,11 @@ def main() -> None:
             "iris",
             "--json",
         ]
-        print(row("mserve export iris (ONNX file)", timed(onnx_export, runs, env), floor))
+        print(row("mserve export iris (ONNX file)", timed(onnx_export, runs, env=env), floor))
         validate = [MSERVE, "validate", "iris:1", "--json"]
-        print(row("mserve validate iris:1", timed(validate, runs, env), floor))
+        print(row("mserve validate iris:1", timed(validate, runs, env=env), floor))
         predict = [MSERVE, "predict", "iris", "--input", "[[5.1, 3.5, 1.4, 0.2]]", "--json"]
-        print(row("mserve predict iris (one row)", timed(predict, runs, env), floor))
+        print(row("mserve predict iris (one row)", timed(predict, runs, env=env), floor))
 
 
 if __name__ == "__main__":

@@ -10,16 +10,14 @@ is what a CI job pays.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import start, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 S = ROOT / "sample_models"
@@ -93,13 +91,7 @@ print(json.dumps({{"imports": t1 - t0, "first": t2 - t1, "warm": t3 - t2}}))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    print(
-        f"# {time.strftime('%Y-%m-%d')} {platform.node()} {platform.machine()} "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    args = start(__doc__ or "", runs=3)
     print(
         f"{'sample':24} {'imports':>9} {'1st export':>11} {'warm':>9} {'mserve export (wall)':>21}"
     )
@@ -116,26 +108,22 @@ def main() -> None:
             cwd=ROOT,
         )
         phases = json.loads(out.stdout.strip().splitlines()[-1])
-        walls = []
-        for _ in range(args.runs):
-            with tempfile.TemporaryDirectory() as repo:
-                command = [
-                    MSERVE,
-                    "export",
-                    str(source),
-                    "--name",
-                    "m",
-                    "--repo",
-                    repo,
-                    "--sample",
-                    str(sample),
-                    "--json",
-                ]
-                if options.get("trust_source"):
-                    command.append("--trust-source")
-                start = time.perf_counter()
-                subprocess.run(command, check=True, capture_output=True, timeout=600, cwd=ROOT)
-                walls.append(time.perf_counter() - start)
+        with tempfile.TemporaryDirectory() as repo:
+            command = [
+                MSERVE,
+                "export",
+                str(source),
+                "--name",
+                "m",
+                "--repo",
+                repo,
+                "--sample",
+                str(sample),
+                "--json",
+            ]
+            if options.get("trust_source"):
+                command.append("--trust-source")
+            walls = timed(command, args.runs, cwd=ROOT)
         print(
             f"{label:24} {phases['imports']:8.2f}s {phases['first']:10.3f}s "
             f"{phases['warm']:8.3f}s {statistics.median(walls):12.2f}s (n={len(walls)})"
