@@ -9,9 +9,15 @@
     │   ├── ConversionError      exit 1, HTTP 422   the source cannot be converted to ONNX
     │   ├── ParityError          exit 1, HTTP 422   ONNX disagrees with the source model
     │   └── ValidationError      exit 1, HTTP 422   a published version is not sound
-    └── EnvironmentProblem       exit 3, HTTP 503   the machine, the disk or an install is at fault
-        ├── MissingExtraError    exit 3, HTTP 503   an optional framework is not installed
-        └── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
+    ├── EnvironmentProblem       exit 3, HTTP 503   the machine, the disk or an install is at fault
+    │   ├── MissingExtraError    exit 3, HTTP 503   an optional framework is not installed
+    │   └── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
+    └── ServingError             exit 3             what a model server answers besides the above
+        ├── PayloadTooLarge      HTTP 413           the request body is over the limit
+        ├── Unsupported          HTTP 501           a protocol feature mserve does not serve
+        ├── NotReady             HTTP 503           the model or the server cannot take requests
+        ├── Overloaded           HTTP 503           the queue is full (the reply has Retry-After)
+        └── TimedOut             HTTP 504           the request waited longer than its timeout
 
 The core raises these; only the edges (the CLI, the HTTP layer) turn them into an exit code or a
 response. Messages are one line, and never carry a traceback.
@@ -82,3 +88,27 @@ class MissingExtraError(EnvironmentProblem):
 
 class RepositoryError(EnvironmentProblem):
     http_status = 500
+
+
+class ServingError(MserveError):
+    pass
+
+
+class PayloadTooLarge(ServingError):
+    http_status = 413
+
+
+class Unsupported(ServingError):
+    http_status = 501
+
+
+class NotReady(ServingError):
+    http_status = 503
+
+
+class Overloaded(ServingError):
+    http_status = 503
+
+
+class TimedOut(ServingError):
+    http_status = 504

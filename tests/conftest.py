@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,83 @@ def run_mserve() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real ``mserve serve`` process on a free loopback port."""
+
+    def __init__(self, repo: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = repo.parent / f"server-{self.port}.log"
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mserve", "serve", str(repo), "--port", str(self.port),
+             "--poll-interval", "0.2", *args],
+            stdout=subprocess.DEVNULL, stderr=self._log_file,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._log_file.close()
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return int(self.process.returncode)
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="session")
+def served_repo(tmp_path_factory: pytest.TempPathFactory, iris_pipeline: Any, iris_data: Any) -> Path:
+    """A repository with iris:1 (scikit-learn) and churn:1 (named columns with strings)."""
+    repo = tmp_path_factory.mktemp("served") / "models"
+    mserve.export(iris_pipeline, name="iris", repo=repo, sample=iris_data[0][::10])
+    mserve.export(SAMPLES / "churn_pipeline.joblib", name="churn", repo=repo,
+                  sample=SAMPLES / "churn_sample.csv", trust_source=True)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(served_repo: Path) -> Any:
+    running = Server(served_repo)
+    yield running
+    assert running.stop() == 0

@@ -1,0 +1,91 @@
+"""``mserve serve``: the model server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import DEFAULT_REPO
+
+
+def serve_command(
+    repository: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[REPO]",
+            help="Model repository to serve [default: --repo, MSERVE_REPO, or ./models].",
+            show_default=False,
+        ),
+    ] = None,
+    *,
+    repo: Annotated[
+        Path, typer.Option("--repo", metavar="DIR", envvar="MSERVE_REPO", help="Model repository.")
+    ] = DEFAULT_REPO,
+    host: Annotated[
+        str,
+        typer.Option(envvar="MSERVE_HOST", help="Address to bind (loopback unless you say so)."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MSERVE_PORT", help="HTTP port.")] = 8000,
+    poll_interval: Annotated[
+        float, typer.Option(metavar="SECONDS", help="How often to look for new versions.")
+    ] = 1.0,
+    version_policy: Annotated[
+        str,
+        typer.Option(metavar="latest:N|all", help="Versions to serve, besides labelled ones."),
+    ] = "latest:1",
+    max_batch_size: Annotated[
+        int, typer.Option(metavar="N", help="Dynamic batching: rows per batch (0: off).")
+    ] = 0,
+    batch_delay_ms: Annotated[
+        float, typer.Option(metavar="MS", help="Dynamic batching: longest wait for more requests.")
+    ] = 0.0,
+    max_queue: Annotated[
+        int, typer.Option(metavar="N", help="Requests that may wait per version; more get 503.")
+    ] = 256,
+    timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Answer 504 to a request waiting longer.")
+    ] = 30.0,
+    threads: Annotated[
+        int, typer.Option(metavar="N", help="onnxruntime threads per model (0: its default).")
+    ] = 0,
+    max_body_mb: Annotated[
+        float, typer.Option(metavar="MB", help="Largest request body (413 beyond).")
+    ] = 64.0,
+    access_log: Annotated[
+        bool, typer.Option(help="Write a JSON line per request to stderr.")
+    ] = True,
+) -> None:
+    """Serve every model in a repository over KServe V2 and TF Serving REST."""
+    from mserve.errors import UsageError
+    from mserve.server.run import serve
+    from mserve.server.settings import BatchSettings, ServerSettings, VersionPolicy
+
+    root = repository or repo
+    if not root.is_dir():
+        raise UsageError(f"model repository {root} does not exist")
+    if (
+        min(max_batch_size, max_queue, threads) < 0
+        or min(batch_delay_ms, max_body_mb) < 0
+        or (timeout <= 0 or poll_interval <= 0)
+    ):
+        raise UsageError("sizes, delays and limits must be positive (or zero where allowed)")
+    serve(
+        ServerSettings(
+            repository=root,
+            host=host,
+            port=port,
+            poll_interval_s=poll_interval,
+            version_policy=VersionPolicy.parse(version_policy),
+            defaults=BatchSettings(
+                max_batch_size=max_batch_size,
+                max_queue_delay_ms=batch_delay_ms,
+                max_queue=max_queue,
+                timeout_s=timeout,
+                threads=threads,
+            ),
+            max_body_bytes=int(max_body_mb * 1024 * 1024),
+            access_log=access_log,
+        )
+    )

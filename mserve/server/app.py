@@ -1,0 +1,428 @@
+"""The HTTP side of the server: a plain ASGI application (no framework: routing a handful of
+fixed path shapes by hand is faster than any router, and the hot path is what the throughput
+target measures).
+
+Every error is ``{"error": "..."}`` with the status of PROTOCOLS.md; a bug answers 500 with a
+generic message and is logged; no traceback, path or internal name reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from typing import Any
+
+import orjson
+
+from mserve.errors import InputError, MserveError, NotFoundError, NotReady, PayloadTooLarge
+from mserve.reference import check_label, check_model_name, parse_version
+
+from . import tfserving, v2
+from .batching import make_executor, rows_of
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+from .models import ModelManager, ServedVersion
+from .settings import ServerSettings
+
+log = logging.getLogger("mserve.server")
+JSON = b"application/json"
+Scope = dict[str, Any]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class _MethodNotAllowed(MserveError):
+    http_status = 405
+
+
+@dataclass
+class _Stats:
+    """Triton's statistics extension for one version (counts and nanoseconds)."""
+
+    success: int = 0
+    success_ns: int = 0
+    fail: int = 0
+    fail_ns: int = 0
+    rows: int = 0
+    last_ms: int = 0
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    model: str = ""
+    version: str = ""
+
+
+class MserveApp:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.manager = ModelManager(settings, self._executor)
+        self.metrics.watch(self.manager)
+        self.ready = False
+        self.draining = False
+        self.stats: dict[tuple[str, int], _Stats] = {}
+        self._ids = itertools.count(1)
+        self._version = package_version("mserve")
+
+    def _executor(self, model: str, version: int, runner: Any, settings: Any) -> Any:
+        return make_executor(runner, settings, self.metrics.observer(model, str(version)))
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await asyncio.get_running_loop().run_in_executor(None, self.manager.start)
+                self.ready = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.ready = False
+                await asyncio.get_running_loop().run_in_executor(None, self.manager.stop)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        request_id = _header(scope, b"x-request-id") or str(next(self._ids)).encode()
+        try:
+            reply = await self._route(scope, receive, started)
+        except _Disconnected:
+            return
+        except MserveError as exc:
+            reply = _Reply(exc.http_status, orjson.dumps({"error": exc.message}))
+        except Exception:  # a bug: log it, tell the client only that it happened
+            log.exception("internal error on %s %s", scope["method"], scope["path"])
+            reply = _Reply(500, b'{"error":"internal server error"}')
+        if reply.status == 503:  # overload, not ready, draining: all worth retrying
+            reply.headers = ((b"retry-after", b"1"),)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [
+                    (b"content-type", reply.content_type),
+                    (b"content-length", str(len(reply.body)).encode()),
+                    (b"x-request-id", request_id),
+                    *reply.headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": reply.body})
+        if self.settings.access_log:
+            self._access_log(scope, reply, request_id, started)
+
+    def _access_log(self, scope: Scope, reply: _Reply, request_id: bytes, started: float) -> None:
+        line = {
+            "ts": round(time.time(), 3),
+            "id": request_id.decode(errors="replace"),
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": reply.status,
+            "ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if reply.model:
+            line["model"], line["version"] = reply.model, reply.version
+        sys.stderr.buffer.write(orjson.dumps(line) + b"\n")
+        sys.stderr.flush()
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def _route(self, scope: Scope, receive: Any, started: float) -> _Reply:
+        method, path = scope["method"], scope["path"]
+        parts = [p for p in path.split("/") if p]
+        if path in ("/metrics", "/monitoring/prometheus/metrics"):
+            _allow(method, "GET")
+            return _Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
+        if parts[:1] == ["v2"]:
+            return await self._v2(method, parts[1:], scope, receive, started)
+        if parts[:2] == ["v1", "models"] and len(parts) >= 3:
+            return await self._v1(method, parts[2:], scope, receive, started)
+        raise NotFoundError(f"no route for {path}")
+
+    async def _v2(
+        self, method: str, parts: list[str], scope: Scope, receive: Any, started: float
+    ) -> _Reply:
+        if not parts:
+            _allow(method, "GET")
+            return _json({"name": "mserve", "version": self._version, "extensions": EXTENSIONS})
+        if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            _allow(method, "GET")
+            if parts[1] == "live":
+                return _json({"live": True})
+            ready = self.ready and not self.draining
+            return _Reply(200 if ready else 503, orjson.dumps({"ready": ready}))
+        if parts[0] != "models":
+            raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
+        if parts[1:] in ([], ["stats"]):
+            _allow(method, "GET")
+            return self._models() if len(parts) == 1 else self._stats(None, None)
+        model = _model(parts[1])
+        rest = parts[2:]
+        version = None
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2:
+                raise NotFoundError("no route: /versions needs a version number")
+            version = _version(rest[1])
+            rest = rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1 or action not in ("", "ready", "config", "infer", "stats"):
+            raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
+        if action == "infer":
+            _allow(method, "POST")
+            return await self._v2_infer(model, version, scope, receive, started)
+        _allow(method, "GET")
+        if action == "stats":
+            return self._stats(model, version)
+        if action == "ready":
+            try:
+                served = self.manager.resolve(model, version)
+            except NotReady:
+                return _Reply(503, orjson.dumps({"name": model, "ready": False}))
+            return _json({"name": served.model, "ready": True})
+        served = self.manager.resolve(model, version)
+        if action == "config":
+            return _json(v2.config(served))
+        versions = [version] if version is not None else sorted(self.manager.snapshot.served[model])
+        return _json(v2.metadata(served, versions))
+
+    async def _v2_infer(
+        self, model: str, version: int | None, scope: Scope, receive: Any, started: float
+    ) -> _Reply:
+        served = self.manager.resolve(model, version)
+        try:
+            body = await self._body(scope, receive)
+            length = _header(scope, b"inference-header-content-length")
+            request = v2.decode(body, _int_header(length), served.signature)
+            outputs = await served.executor.run(request.feeds)
+            payload, header_length = v2.encode(served, request, outputs)
+        except MserveError as exc:
+            self._count(served, "v2", exc, started)
+            raise
+        self._count(served, "v2", None, started, rows_of(request.feeds))
+        if header_length is None:
+            return _Reply(200, payload, model=model, version=str(served.version))
+        return _Reply(
+            200,
+            payload,
+            b"application/octet-stream",
+            ((b"inference-header-content-length", str(header_length).encode()),),
+            model,
+            str(served.version),
+        )
+
+    async def _v1(
+        self, method: str, parts: list[str], scope: Scope, receive: Any, started: float
+    ) -> _Reply:
+        verb = ""
+        if ":" in parts[-1]:
+            parts[-1], verb = parts[-1].split(":", 1)
+        model = _model(parts[0])
+        rest = parts[1:]
+        version, label = None, None
+        if rest[:1] == ["versions"] and len(rest) >= 2:
+            version, rest = _version(rest[1]), rest[2:]
+        elif rest[:1] == ["labels"] and len(rest) >= 2:
+            label, rest = _label(rest[1]), rest[2:]
+        if verb:
+            if verb != "predict" or rest:
+                raise NotFoundError(f"no route for :{verb}" if verb != "predict" else "no route")
+            _allow(method, "POST")
+            served = self.manager.resolve(model, version, label)
+            return await self._v1_predict(served, scope, receive, started)
+        _allow(method, "GET")
+        if rest == ["metadata"]:
+            return _json(tfserving.metadata(self.manager.resolve(model, version, label)))
+        if rest:
+            raise NotFoundError(f"no route for /v1/models/{'/'.join(parts)}")
+        statuses = self.manager.snapshot.status.get(model)
+        if statuses is None:
+            raise NotFoundError(f"model '{model}' not found")
+        if label is not None:
+            version = self.manager.resolve(model, label=label).version
+        chosen = [s for n, s in sorted(statuses.items()) if version is None or n == version]
+        if not chosen:
+            raise NotFoundError(f"model '{model}' has no version {version}")
+        return _json(tfserving.status(chosen))
+
+    async def _v1_predict(
+        self, served: ServedVersion, scope: Scope, receive: Any, started: float
+    ) -> _Reply:
+        try:
+            body = await self._body(scope, receive)
+            feeds, row_form = tfserving.decode(body, served)
+            outputs = await served.executor.run(feeds)
+            payload = tfserving.encode(served, outputs, row_form)
+        except MserveError as exc:
+            self._count(served, "tfserving", exc, started)
+            raise
+        self._count(served, "tfserving", None, started, rows_of(feeds))
+        return _Reply(200, payload, model=served.model, version=str(served.version))
+
+    # -- pieces -----------------------------------------------------------------------------
+
+    async def _body(self, scope: Scope, receive: Any) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = _int_header(_header(scope, b"content-length"))
+        if declared is not None and declared > limit:
+            raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = _header(scope, b"content-encoding")
+        if encoding in (None, b"identity"):
+            return body
+        if encoding not in (b"gzip", b"deflate"):
+            raise InputError(f"unsupported Content-Encoding {encoding.decode(errors='replace')}")
+        inflater = zlib.decompressobj(wbits=31 if encoding == b"gzip" else 15)
+        try:
+            inflated = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            raise InputError(f"the body is not valid {encoding.decode()} data") from None
+        if len(inflated) > limit:
+            raise PayloadTooLarge(f"the decompressed body is over the {limit}-byte limit")
+        return inflated
+
+    def _count(
+        self,
+        served: ServedVersion,
+        protocol: str,
+        error: MserveError | None,
+        started: float,
+        rows: int = 0,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        outcome = "ok" if error is None else str(error.http_status)
+        self.metrics.request(served.model, str(served.version), protocol, outcome, seconds)
+        stats = self.stats.setdefault((served.model, served.version), _Stats())
+        nanoseconds = int(seconds * 1e9)
+        if error is None:
+            stats.success += 1
+            stats.success_ns += nanoseconds
+            stats.rows += rows
+        else:
+            stats.fail += 1
+            stats.fail_ns += nanoseconds
+        stats.last_ms = int(time.time() * 1000)
+
+    def _models(self) -> _Reply:
+        snapshot = self.manager.snapshot
+        models = [
+            {
+                "name": name,
+                "versions": [str(v) for v in sorted(snapshot.served.get(name, {}))],
+                "labels": snapshot.labels.get(name, {}),
+                "ready": bool(snapshot.served.get(name)),
+            }
+            for name in sorted(snapshot.status)
+        ]
+        return _json({"models": models})
+
+    def _stats(self, model: str | None, version: int | None) -> _Reply:
+        snapshot = self.manager.snapshot
+        if model is not None and model not in snapshot.served:
+            raise NotFoundError(f"model '{model}' not found")
+        entries = []
+        for name, versions in sorted(snapshot.served.items()):
+            for number in sorted(versions):
+                if (model, version) != (None, None) and (
+                    name != model or (version is not None and number != version)
+                ):
+                    continue
+                s = self.stats.get((name, number), _Stats())
+                entries.append(
+                    {
+                        "name": name,
+                        "version": str(number),
+                        "last_inference": s.last_ms,
+                        "inference_count": s.rows,
+                        "execution_count": s.success,
+                        "inference_stats": {
+                            "success": {"count": s.success, "ns": s.success_ns},
+                            "fail": {"count": s.fail, "ns": s.fail_ns},
+                        },
+                    }
+                )
+        if model is not None and version is not None and not entries:
+            raise NotFoundError(f"model '{model}' has no version {version} being served")
+        return _json({"model_stats": entries})
+
+
+def create_app(settings: ServerSettings) -> MserveApp:
+    return MserveApp(settings)
+
+
+def _json(data: Any) -> _Reply:
+    return _Reply(200, orjson.dumps(data))
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _int_header(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError("a numeric header is not a number") from None
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise _MethodNotAllowed(f"method {method} not allowed here; use {allowed}")
+
+
+def _model(text: str) -> str:
+    try:
+        return check_model_name(text)
+    except MserveError:
+        raise NotFoundError(f"model '{text[:64]}' not found") from None
+
+
+def _version(text: str) -> int:
+    try:
+        return parse_version(text)
+    except MserveError as exc:
+        raise InputError(exc.message) from None
+
+
+def _label(text: str) -> str:
+    try:
+        return check_label(text)
+    except MserveError as exc:
+        raise InputError(exc.message) from None

@@ -1,0 +1,203 @@
+"""Which versions are served, and their loading: the repository is polled, new versions load in
+the background, and the served set is replaced in one assignment, so a request sees either the
+old set or the new one. A version that fails to load is reported and never disturbs the others;
+a version dropped from the set is freed when the last request holding it finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mserve.errors import MserveError, NotFoundError, NotReady
+from mserve.manifest import MODEL_FILE, Manifest, sha256_file
+from mserve.repository import Repository
+from mserve.runtime import ModelRunner
+
+from .settings import BatchSettings, ServerSettings
+
+if TYPE_CHECKING:
+    from mserve.signature import Signature
+
+    from .batching import Executor
+
+log = logging.getLogger("mserve.server")
+
+
+@dataclass
+class ServedVersion:
+    model: str
+    version: int
+    manifest: Manifest
+    runner: ModelRunner
+    settings: BatchSettings
+    executor: Executor
+    load_seconds: float = 0.0
+
+    @property
+    def signature(self) -> Signature:
+        return self.manifest.signature
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """What TF Serving's status and the V2 repository index report for one version."""
+
+    version: int
+    state: str  # START, LOADING, AVAILABLE, UNLOADING, END (TF Serving's states)
+    error: str = ""
+
+
+@dataclass
+class Snapshot:
+    """Everything requests read; replaced whole by each refresh."""
+
+    served: dict[str, dict[int, ServedVersion]] = field(default_factory=dict)
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
+    status: dict[str, dict[int, VersionStatus]] = field(default_factory=dict)
+
+
+class ModelManager:
+    def __init__(self, settings: ServerSettings, make_executor: Any) -> None:
+        self.settings = settings
+        self.repository = Repository(settings.repository)
+        self.snapshot = Snapshot()
+        self._make_executor = make_executor
+        # (model, version) -> (fingerprint of the files that failed, why): not retried until fixed
+        self._failed: dict[tuple[str, int], tuple[str, str]] = {}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- requests -------------------------------------------------------------------------
+
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> ServedVersion:
+        snapshot = self.snapshot
+        versions = snapshot.served.get(model)
+        if versions is None:
+            if model in snapshot.status:
+                raise NotReady(f"model '{model}' has no version ready")
+            raise NotFoundError(f"model '{model}' not found")
+        if label is not None:
+            labelled = snapshot.labels.get(model, {}).get(label)
+            if labelled is None:
+                raise NotFoundError(f"model '{model}' has no label '{label}'")
+            version = labelled
+        if version is None:
+            stable = snapshot.labels.get(model, {}).get("stable")
+            version = stable if stable in versions else max(versions)
+        served = versions.get(version)
+        if served is None:
+            state = snapshot.status.get(model, {}).get(version)
+            if state is not None and state.state != "END":
+                raise NotReady(f"model '{model}' version {version} is {state.state.lower()}")
+            raise NotFoundError(f"model '{model}' has no version {version} being served")
+        return served
+
+    # -- polling --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="mserve-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for versions in self.snapshot.served.values():
+            for served in versions.values():
+                served.executor.close()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.poll_interval_s):
+            try:
+                self.refresh()
+            except Exception:  # a bad poll must never stop polling
+                log.exception("repository poll failed")
+
+    def refresh(self) -> None:
+        """Bring the served set in line with the repository (called by the poller)."""
+        with self._refresh_lock:
+            old = self.snapshot
+            new = Snapshot()
+            for model in self._models():
+                self._refresh_model(model, old, new)
+            self.snapshot = new
+            for model, versions in old.served.items():
+                for number, served in versions.items():
+                    if new.served.get(model, {}).get(number) is not served:
+                        log.info("unloading %s:%s", model, number)
+                        served.executor.close()  # after the requests it has in hand
+
+    def _models(self) -> list[str]:
+        try:
+            return self.repository.models()
+        except MserveError as exc:
+            log.warning("cannot read the repository: %s", exc)
+            return []
+
+    def _refresh_model(self, model: str, old: Snapshot, new: Snapshot) -> None:
+        try:
+            versions = self.repository.versions(model)
+            state = self.repository.state(model)
+        except MserveError as exc:
+            log.warning("%s: %s", model, exc)
+            return
+        live = [v for v in versions if v not in state.retired]
+        wanted = self.settings.version_policy.choose(live, set(state.labels.values()))
+        settings = self.settings.defaults.override(state.settings)
+        served: dict[int, ServedVersion] = {}
+        status: dict[int, VersionStatus] = {}
+        for number in sorted(wanted):
+            current = old.served.get(model, {}).get(number)
+            if current is not None and current.settings == settings:
+                served[number] = current
+                status[number] = VersionStatus(number, "AVAILABLE")
+                continue
+            loaded = self._load(model, number, settings)
+            if isinstance(loaded, ServedVersion):
+                served[number] = loaded
+                status[number] = VersionStatus(number, "AVAILABLE")
+            else:
+                status[number] = VersionStatus(number, "END", loaded)
+        if served:
+            new.served[model] = served
+        new.labels[model] = {k: v for k, v in state.labels.items() if v in served}
+        new.status[model] = status
+
+    def _load(self, model: str, version: int, settings: BatchSettings) -> ServedVersion | str:
+        """A loaded version, or why it cannot be served (not retried until its files change)."""
+        key = (model, version)
+        try:
+            manifest = Manifest.read(self.repository.version_dir(model, version))
+            path = self.repository.version_file(model, version, MODEL_FILE)
+            fingerprint = f"{manifest.files.get(MODEL_FILE)}:{path.stat().st_mtime_ns}"
+        except (MserveError, OSError) as exc:
+            return self._failure(key, "", str(exc))
+        failed = self._failed.get(key)
+        if failed is not None and failed[0] == fingerprint:
+            return failed[1]
+        started = time.perf_counter()
+        try:
+            if sha256_file(path) != manifest.files.get(MODEL_FILE):
+                raise MserveError("model.onnx does not match the sha256 in its manifest")
+            runner = ModelRunner.open(path, threads=settings.threads)
+        except (MserveError, OSError) as exc:
+            return self._failure(key, fingerprint, str(exc))
+        self._failed.pop(key, None)
+        log.info("loaded %s:%s", model, version)
+        executor = self._make_executor(model, version, runner, settings)
+        seconds = time.perf_counter() - started
+        return ServedVersion(model, version, manifest, runner, settings, executor, seconds)
+
+    def _failure(self, key: tuple[str, int], fingerprint: str, reason: str) -> str:
+        if self._failed.get(key, ("", ""))[1] != reason:  # log each new reason once
+            log.error("cannot load %s:%s: %s", *key, reason)
+        self._failed[key] = (fingerprint, reason)
+        return reason

@@ -1,0 +1,65 @@
+"""Server-wide settings; per-model serving settings in model.json override the defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mserve.errors import UsageError
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Dynamic batching and admission for one model (from flags, then model.json "settings")."""
+
+    max_batch_size: int = 0  # 0 or 1: no batching, each request runs on its own
+    max_queue_delay_ms: float = 0.0  # wait this long for more requests before running a batch
+    max_queue: int = 256  # requests waiting beyond this are refused at once with 503
+    timeout_s: float = 30.0  # a request not answered by then gets 504
+    threads: int = 0  # onnxruntime intra-op threads (0: onnxruntime decides)
+
+    def override(self, settings: dict[str, Any]) -> BatchSettings:
+        known = {k: settings[k] for k in self.__dataclass_fields__ if k in settings}
+        try:
+            updated = replace(self, **{k: type(getattr(self, k))(v) for k, v in known.items()})
+        except (TypeError, ValueError):
+            raise UsageError(f"invalid serving settings in model.json: {known}") from None
+        return updated
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions to serve: the latest N (or all), plus every labelled version."""
+
+    latest: int | None = 1  # None: all
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        if text == "all":
+            return cls(None)
+        kind, _, number = text.partition(":")
+        if kind == "latest" and number.isdigit() and int(number) > 0:
+            return cls(int(number))
+        raise UsageError(f"--version-policy {text!r}: use latest:N or all")
+
+    def choose(self, versions: list[int], labelled: set[int]) -> set[int]:
+        newest = set(versions if self.latest is None else versions[-self.latest :])
+        return newest | (labelled & set(versions))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    repository: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    poll_interval_s: float = 1.0
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    defaults: BatchSettings = field(default_factory=BatchSettings)
+    max_body_bytes: int = 64 * 1024 * 1024
+    access_log: bool = True
+    shutdown_grace_s: float = 30.0

@@ -1,0 +1,250 @@
+"""KServe V2 / Open Inference Protocol: request decoding, response encoding, metadata, config.
+
+Inputs arrive as JSON ``data`` (flat or nested, row-major) or, with the binary tensor extension,
+as raw little-endian bytes after the JSON header (``binary_data_size``); BYTES elements are
+4-byte little-endian lengths followed by their bytes. Outputs go back the same two ways.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mserve.errors import InputError
+from mserve.runtime import coerce_tensor
+from mserve.signature import ONNX_TYPES, Signature, TensorSpec, numpy_dtype
+
+from .batching import batchable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .models import ServedVersion
+
+V2_BY_DTYPE = {name: v2 for name, v2 in ONNX_TYPES.values()}
+HEADER_LENGTH = "inference-header-content-length"
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass
+class InferRequest:
+    feeds: dict[str, np.ndarray[Any, Any]]
+    outputs: list[tuple[str, bool]]  # (name, as binary)
+    id: Any = None
+
+
+def decode(body: bytes, header_length: int | None, signature: Signature) -> InferRequest:
+    if header_length is not None and not 0 <= header_length <= len(body):
+        raise InputError("Inference-Header-Content-Length is larger than the body")
+    header = body if header_length is None else body[:header_length]
+    binary = b"" if header_length is None else body[header_length:]
+    try:
+        request = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON: {exc.msg}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise InputError("the request needs an 'inputs' list")
+    specs = {spec.name: spec for spec in signature.inputs}
+    feeds: dict[str, Any] = {}
+    offset = 0
+    for tensor in request["inputs"]:
+        name, spec, shape = _header(tensor, specs)
+        if name in feeds:
+            raise InputError(f"input '{name}' is given twice")
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InputError(f"input '{name}': binary_data_size runs past the body")
+            array = _from_bytes(binary[offset : offset + size], spec, shape, name)
+            offset += size
+        else:
+            array = _from_json(tensor.get("data"), spec, shape, name)
+        feeds[name] = coerce_tensor(spec, array)
+    missing = [name for name in specs if name not in feeds]
+    if missing:
+        raise InputError(f"missing input {', '.join(map(repr, missing))}")
+    return InferRequest(feeds, _wanted(request, signature), request.get("id"))
+
+
+def _header(tensor: Any, specs: dict[str, TensorSpec]) -> tuple[str, TensorSpec, list[int]]:
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise InputError("each input needs a 'name'")
+    name = tensor["name"]
+    spec = specs.get(name)
+    if spec is None:
+        raise InputError(f"unknown input '{name}'; the model takes {', '.join(map(repr, specs))}")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InputError(f"input '{name}': 'shape' must be a list of non-negative integers")
+    datatype = tensor.get("datatype")
+    expected = V2_BY_DTYPE.get(spec.dtype)
+    if datatype != expected:
+        raise InputError(f"input '{name}' has datatype {datatype}; the model takes {expected}")
+    return name, spec, shape
+
+
+def _count(shape: list[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def _from_json(data: Any, spec: TensorSpec, shape: list[int], name: str) -> Any:
+    import numpy as np
+
+    if data is None:
+        raise InputError(f"input '{name}' has neither 'data' nor binary_data_size")
+    try:
+        if spec.dtype == "string":
+            array = np.array(data, dtype=object).reshape(-1)
+        else:
+            array = np.asarray(data, dtype=numpy_dtype(spec.dtype)).reshape(-1)
+    except (ValueError, TypeError):
+        raise InputError(f"input '{name}': 'data' is not a list of {spec.dtype} values") from None
+    if array.size != _count(shape):
+        raise InputError(f"input '{name}': {array.size} values for shape {shape}")
+    return array.reshape(shape)
+
+
+def _from_bytes(raw: bytes, spec: TensorSpec, shape: list[int], name: str) -> Any:
+    import numpy as np
+
+    count = _count(shape)
+    if spec.dtype == "string":
+        values = _unpack_strings(raw, name)
+        if len(values) != count:
+            raise InputError(f"input '{name}': {len(values)} strings for shape {shape}")
+        return np.array(values, dtype=object).reshape(shape)
+    dtype = numpy_dtype(spec.dtype).newbyteorder("<")
+    if len(raw) != count * dtype.itemsize:
+        raise InputError(f"input '{name}': {len(raw)} bytes for shape {shape} of {spec.dtype}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _unpack_strings(raw: bytes, name: str) -> list[str]:
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InputError(f"input '{name}': truncated BYTES element")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise InputError(f"input '{name}': truncated BYTES element")
+        values.append(raw[offset : offset + length].decode("utf-8", errors="replace"))
+        offset += length
+    return values
+
+
+def _wanted(request: dict[str, Any], signature: Signature) -> list[tuple[str, bool]]:
+    default_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    asked = request.get("outputs")
+    if not asked:
+        return [(spec.name, default_binary) for spec in signature.outputs]
+    names = {spec.name for spec in signature.outputs}
+    wanted = []
+    for output in asked:
+        name = output.get("name") if isinstance(output, dict) else None
+        if name not in names:
+            raise InputError(f"unknown output {name!r}; the model gives {', '.join(sorted(names))}")
+        binary = (output.get("parameters") or {}).get("binary_data", default_binary)
+        wanted.append((name, bool(binary)))
+    return wanted
+
+
+def encode(
+    served: ServedVersion, request: InferRequest, outputs: list[Any]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary outputs follow it."""
+    import numpy as np
+
+    by_name = dict(zip(served.runner.output_names, outputs, strict=True))
+    specs = {spec.name: spec for spec in served.signature.outputs}
+    entries, chunks = [], []
+    for name, binary in request.outputs:
+        array = np.asarray(by_name[name])
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": V2_BY_DTYPE.get(specs[name].dtype, "BYTES"),
+            "shape": list(array.shape),
+        }
+        if binary:
+            raw = (
+                _pack_strings(array)
+                if array.dtype == object
+                else np.ascontiguousarray(array).tobytes()
+            )
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        elif array.dtype == object:
+            entry["data"] = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
+        else:
+            flat = array.ravel()
+            entry["data"] = flat.astype(np.float32) if flat.dtype == np.float16 else flat
+        entries.append(entry)
+    response: dict[str, Any] = {
+        "model_name": served.model,
+        "model_version": str(served.version),
+        "outputs": entries,
+    }
+    if request.id is not None:
+        response["id"] = request.id
+    header = orjson.dumps(response, option=JSON_OPTIONS)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+def _pack_strings(array: Any) -> bytes:
+    parts = []
+    for value in array.ravel():
+        data = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    shape = [-1] if spec.shape is None else [d if isinstance(d, int) else -1 for d in spec.shape]
+    return {"name": spec.name, "datatype": V2_BY_DTYPE.get(spec.dtype, "BYTES"), "shape": shape}
+
+
+def metadata(served: ServedVersion, versions: list[int]) -> dict[str, Any]:
+    return {
+        "name": served.model,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [_tensor_metadata(s) for s in served.signature.inputs],
+        "outputs": [_tensor_metadata(s) for s in served.signature.outputs],
+    }
+
+
+def config(served: ServedVersion) -> dict[str, Any]:
+    """Triton's model configuration, as perf_analyzer and Triton tooling read it."""
+    batching = served.settings.batching and batchable(served.signature)
+
+    def tensor(spec: TensorSpec) -> dict[str, Any]:
+        dims = _tensor_metadata(spec)["shape"]
+        return {
+            "name": spec.name,
+            "data_type": "TYPE_"
+            + ("STRING" if spec.dtype == "string" else V2_BY_DTYPE[spec.dtype]),
+            "dims": dims[1:] if batching else dims,
+        }
+
+    result: dict[str, Any] = {
+        "name": served.model,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"specific": {"versions": [served.version]}},
+        "max_batch_size": served.settings.max_batch_size if batching else 0,
+        "input": [tensor(s) for s in served.signature.inputs],
+        "output": [tensor(s) for s in served.signature.outputs],
+    }
+    if batching:
+        result["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(served.settings.max_queue_delay_ms * 1000)
+        }
+    return result
