@@ -125,9 +125,20 @@ class Server:
         self.log = repo.parent / f"server-{self.port}.log"
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mserve", "serve", str(repo), "--port", str(self.port),
-             "--poll-interval", "0.2", *args],
-            stdout=subprocess.DEVNULL, stderr=self._log_file,
+            [
+                sys.executable,
+                "-m",
+                "mserve",
+                "serve",
+                str(repo),
+                "--port",
+                str(self.port),
+                "--poll-interval",
+                "0.2",
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
         )
         self.wait_ready()
 
@@ -172,12 +183,19 @@ def wait_until(check: Callable[[], bool], timeout: float = 15) -> bool:
 
 
 @pytest.fixture(scope="session")
-def served_repo(tmp_path_factory: pytest.TempPathFactory, iris_pipeline: Any, iris_data: Any) -> Path:
+def served_repo(
+    tmp_path_factory: pytest.TempPathFactory, iris_pipeline: Any, iris_data: Any
+) -> Path:
     """A repository with iris:1 (scikit-learn) and churn:1 (named columns with strings)."""
     repo = tmp_path_factory.mktemp("served") / "models"
     mserve.export(iris_pipeline, name="iris", repo=repo, sample=iris_data[0][::10])
-    mserve.export(SAMPLES / "churn_pipeline.joblib", name="churn", repo=repo,
-                  sample=SAMPLES / "churn_sample.csv", trust_source=True)
+    mserve.export(
+        SAMPLES / "churn_pipeline.joblib",
+        name="churn",
+        repo=repo,
+        sample=SAMPLES / "churn_sample.csv",
+        trust_source=True,
+    )
     return repo
 
 

@@ -42,7 +42,8 @@ def test_model_metadata_readiness_and_config(server: Any) -> None:
     assert config["input"] == [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1, 4]}]
     models = httpx.get(f"{server.url}/v2/models").json()["models"]
     assert [(m["name"], m["versions"], m["ready"]) for m in models] == [
-        ("churn", ["1"], True), ("iris", ["1"], True)
+        ("churn", ["1"], True),
+        ("iris", ["1"], True),
     ]
 
 
@@ -54,20 +55,33 @@ def test_v2_json_infer_echoes_the_id_and_filters_outputs(server: Any) -> None:
     label, probabilities = body["outputs"]
     assert label == {"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}
     assert probabilities["shape"] == [1, 3] and abs(sum(probabilities["data"]) - 1) < 1e-5
-    only = httpx.post(f"{server.url}/v2/models/iris/versions/1/infer",
-                      json=infer_body(outputs=[{"name": "probabilities"}])).json()
+    only = httpx.post(
+        f"{server.url}/v2/models/iris/versions/1/infer",
+        json=infer_body(outputs=[{"name": "probabilities"}]),
+    ).json()
     assert [o["name"] for o in only["outputs"]] == ["probabilities"]
 
 
 def test_v2_binary_inputs_and_outputs_by_hand(server: Any) -> None:
-    header = json.dumps({
-        "inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32",
-                    "parameters": {"binary_data_size": 32}}],
-        "outputs": [{"name": "label", "parameters": {"binary_data": True}}],
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "X",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 32},
+                }
+            ],
+            "outputs": [{"name": "label", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     raw = np.array([ROW, [6.7, 3.0, 5.2, 2.3]], dtype="<f4").tobytes()
-    reply = httpx.post(f"{server.url}/v2/models/iris/infer", content=header + raw,
-                       headers={"Inference-Header-Content-Length": str(len(header))})
+    reply = httpx.post(
+        f"{server.url}/v2/models/iris/infer",
+        content=header + raw,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     assert reply.status_code == 200, reply.text
     length = int(reply.headers["inference-header-content-length"])
     meta = json.loads(reply.content[:length])
@@ -85,7 +99,9 @@ def test_tritonclient_http_json_and_binary(server: Any) -> None:
     for binary in (True, False):
         tensor = triton.InferInput("X", list(data.shape), "FP32")
         tensor.set_data_from_numpy(data, binary_data=binary)
-        outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities")]
+        outputs = [
+            triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities")
+        ]
         result = client.infer("iris", [tensor], outputs=outputs)
         assert result.as_numpy("label").tolist() == [0, 2]
         assert result.as_numpy("probabilities").shape == (2, 3)
@@ -110,18 +126,26 @@ def test_tritonclient_bytes_tensors(server: Any) -> None:
 
 def test_tf_serving_status_metadata_and_predict(server: Any) -> None:
     status = httpx.get(f"{server.url}/v1/models/iris").json()
-    assert status == {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-    ]}
+    assert status == {
+        "model_version_status": [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
     assert httpx.get(f"{server.url}/v1/models/iris/versions/1").status_code == 200
     meta = httpx.get(f"{server.url}/v1/models/iris/metadata").json()
     signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert signature["inputs"]["X"]["dtype"] == "DT_FLOAT"
-    rows = httpx.post(f"{server.url}/v1/models/iris:predict",
-                      json={"instances": [ROW, [6.7, 3.0, 5.2, 2.3]]}).json()
+    rows = httpx.post(
+        f"{server.url}/v1/models/iris:predict", json={"instances": [ROW, [6.7, 3.0, 5.2, 2.3]]}
+    ).json()
     assert [p["label"] for p in rows["predictions"]] == [0, 2]
-    columns = httpx.post(f"{server.url}/v1/models/iris/versions/1:predict",
-                         json={"inputs": [ROW]}).json()
+    columns = httpx.post(
+        f"{server.url}/v1/models/iris/versions/1:predict", json={"inputs": [ROW]}
+    ).json()
     assert columns["outputs"]["label"] == [0]
 
 
@@ -135,9 +159,11 @@ def test_tf_serving_strings_and_b64(server: Any) -> None:
 
 
 def test_gzip_bodies_are_accepted(server: Any) -> None:
-    reply = httpx.post(f"{server.url}/v2/models/iris/infer",
-                       content=gzip.compress(json.dumps(infer_body()).encode()),
-                       headers={"Content-Encoding": "gzip"})
+    reply = httpx.post(
+        f"{server.url}/v2/models/iris/infer",
+        content=gzip.compress(json.dumps(infer_body()).encode()),
+        headers={"Content-Encoding": "gzip"},
+    )
     assert reply.status_code == 200, reply.text
 
 
@@ -146,19 +172,70 @@ def test_gzip_bodies_are_accepted(server: Any) -> None:
     [
         ("POST", "/v2/models/iris/infer", b"{not json", {}, 400, "malformed JSON"),
         ("POST", "/v2/models/iris/infer", b"[]", {}, 400, "needs an 'inputs' list"),
-        ("POST", "/v2/models/iris/infer", json.dumps({"inputs": [{"name": "Y", "shape": [1, 4],
-         "datatype": "FP32", "data": ROW}]}).encode(), {}, 400, "unknown input 'Y'"),
-        ("POST", "/v2/models/iris/infer", json.dumps({"inputs": [{"name": "X", "shape": [1, 4],
-         "datatype": "FP64", "data": ROW}]}).encode(), {}, 400, "datatype FP64; the model takes FP32"),
-        ("POST", "/v2/models/iris/infer", json.dumps({"inputs": [{"name": "X", "shape": [2, 4],
-         "datatype": "FP32", "data": ROW}]}).encode(), {}, 400, "4 values for shape [2, 4]"),
-        ("POST", "/v2/models/iris/infer", json.dumps({"inputs": [{"name": "X", "shape": [1, 3],
-         "datatype": "FP32", "data": ROW[:3]}]}).encode(), {}, 400, "dimension 1 must be 4"),
-        ("POST", "/v2/models/iris/infer", json.dumps(infer_body(outputs=[{"name": "nope"}])).encode(),
-         {}, 400, "unknown output 'nope'"),
-        ("POST", "/v2/models/iris/infer", b"{}", {"Inference-Header-Content-Length": "99"}, 400,
-         "larger than the body"),
-        ("POST", "/v2/models/iris/infer", b"{}", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
+        (
+            "POST",
+            "/v2/models/iris/infer",
+            json.dumps(
+                {"inputs": [{"name": "Y", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
+            ).encode(),
+            {},
+            400,
+            "unknown input 'Y'",
+        ),
+        (
+            "POST",
+            "/v2/models/iris/infer",
+            json.dumps(
+                {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
+            ).encode(),
+            {},
+            400,
+            "datatype FP64; the model takes FP32",
+        ),
+        (
+            "POST",
+            "/v2/models/iris/infer",
+            json.dumps(
+                {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": ROW}]}
+            ).encode(),
+            {},
+            400,
+            "4 values for shape [2, 4]",
+        ),
+        (
+            "POST",
+            "/v2/models/iris/infer",
+            json.dumps(
+                {"inputs": [{"name": "X", "shape": [1, 3], "datatype": "FP32", "data": ROW[:3]}]}
+            ).encode(),
+            {},
+            400,
+            "dimension 1 must be 4",
+        ),
+        (
+            "POST",
+            "/v2/models/iris/infer",
+            json.dumps(infer_body(outputs=[{"name": "nope"}])).encode(),
+            {},
+            400,
+            "unknown output 'nope'",
+        ),
+        (
+            "POST",
+            "/v2/models/iris/infer",
+            b"{}",
+            {"Inference-Header-Content-Length": "99"},
+            400,
+            "larger than the body",
+        ),
+        (
+            "POST",
+            "/v2/models/iris/infer",
+            b"{}",
+            {"Content-Encoding": "gzip"},
+            400,
+            "not valid gzip",
+        ),
         ("POST", "/v2/models/iris/infer", b"[" * 5000 + b"]" * 5000, {}, 400, "malformed JSON"),
         ("POST", "/v2/models/nope/infer", b"{}", {}, 404, "model 'nope' not found"),
         ("POST", "/v2/models/iris/versions/9/infer", b"{}", {}, 404, "no version 9"),
@@ -169,14 +246,38 @@ def test_gzip_bodies_are_accepted(server: Any) -> None:
         ("GET", "/v2/models/Iris%2Fx", b"", {}, 404, "not found"),
         ("GET", "/nope", b"", {}, 404, "no route"),
         ("POST", "/v1/models/iris:predict", b'{"instances": []}', {}, 400, "non-empty list"),
-        ("POST", "/v1/models/iris:predict", b'{"instances": [[1, 2]]}', {}, 400,
-         "dimension 1 must be 4"),
-        ("POST", "/v1/models/iris:predict", json.dumps({"instances": [ROW], "inputs": [ROW]}).encode(),
-         {}, 400, "exactly one of"),
-        ("POST", "/v1/models/iris:predict", json.dumps({"signature_name": "x", "instances": [ROW]})
-         .encode(), {}, 400, "unknown signature_name"),
-        ("POST", "/v1/models/churn:predict", json.dumps({"instances": [{**CHURN_ROW,
-         "contract": {"b64": "!!"}}]}).encode(), {}, 400, "invalid base64"),
+        (
+            "POST",
+            "/v1/models/iris:predict",
+            b'{"instances": [[1, 2]]}',
+            {},
+            400,
+            "dimension 1 must be 4",
+        ),
+        (
+            "POST",
+            "/v1/models/iris:predict",
+            json.dumps({"instances": [ROW], "inputs": [ROW]}).encode(),
+            {},
+            400,
+            "exactly one of",
+        ),
+        (
+            "POST",
+            "/v1/models/iris:predict",
+            json.dumps({"signature_name": "x", "instances": [ROW]}).encode(),
+            {},
+            400,
+            "unknown signature_name",
+        ),
+        (
+            "POST",
+            "/v1/models/churn:predict",
+            json.dumps({"instances": [{**CHURN_ROW, "contract": {"b64": "!!"}}]}).encode(),
+            {},
+            400,
+            "invalid base64",
+        ),
         ("POST", "/v1/models/iris:classify", b"{}", {}, 404, "no route"),
         ("GET", "/v1/models/iris/labels/stable", b"", {}, 404, "no label 'stable'"),
     ],
@@ -197,7 +298,10 @@ def test_metrics_with_model_and_version_labels(server: Any) -> None:
     text = httpx.get(f"{server.url}/metrics").text
     assert 'mserve_requests_total{model="iris",outcome="ok",protocol="v2",version="1"}' in text
     assert 'mserve_requests_total{model="iris",outcome="400",protocol="v2",version="1"}' in text
-    assert 'mserve_request_duration_seconds_bucket{le="0.005",model="iris",protocol="v2",version="1"}' in text
+    assert (
+        'mserve_request_duration_seconds_bucket{le="0.005",model="iris",protocol="v2",version="1"}'
+        in text
+    )
     assert 'mserve_inference_duration_seconds_count{model="iris",version="1"}' in text
     assert 'mserve_model_version_state{model="iris",state="AVAILABLE",version="1"} 1.0' in text
     assert 'mserve_model_load_seconds{model="iris",version="1"}' in text
@@ -206,8 +310,11 @@ def test_metrics_with_model_and_version_labels(server: Any) -> None:
 
 
 def test_a_structured_access_log_line_per_request(server: Any) -> None:
-    httpx.post(f"{server.url}/v2/models/iris/infer", json=infer_body(),
-               headers={"x-request-id": "trace-42"})
+    httpx.post(
+        f"{server.url}/v2/models/iris/infer",
+        json=infer_body(),
+        headers={"x-request-id": "trace-42"},
+    )
     lines = [json.loads(line) for line in server.stderr().splitlines() if line.startswith("{")]
     entry = next(line for line in lines if line["id"] == "trace-42")
     assert entry["model"] == "iris" and entry["version"] == "1" and entry["status"] == 200
@@ -219,13 +326,26 @@ def test_binary_strings_pack_with_length_prefixes(server: Any) -> None:
     for name, value in CHURN_ROW.items():
         if isinstance(value, str):
             raw = struct.pack("<I", len(value)) + value.encode()
-            parts.append(({"name": name, "shape": [1, 1], "datatype": "BYTES",
-                           "parameters": {"binary_data_size": len(raw)}}, raw))
+            parts.append(
+                (
+                    {
+                        "name": name,
+                        "shape": [1, 1],
+                        "datatype": "BYTES",
+                        "parameters": {"binary_data_size": len(raw)},
+                    },
+                    raw,
+                )
+            )
         else:
-            parts.append(({"name": name, "shape": [1, 1], "datatype": "FP32", "data": [value]}, b""))
+            parts.append(
+                ({"name": name, "shape": [1, 1], "datatype": "FP32", "data": [value]}, b"")
+            )
     header = json.dumps({"inputs": [p[0] for p in parts]}).encode()
-    reply = httpx.post(f"{server.url}/v2/models/churn/infer",
-                       content=header + b"".join(p[1] for p in parts),
-                       headers={"Inference-Header-Content-Length": str(len(header))})
+    reply = httpx.post(
+        f"{server.url}/v2/models/churn/infer",
+        content=header + b"".join(p[1] for p in parts),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     assert reply.status_code == 200, reply.text
     assert reply.json()["outputs"][0]["data"] == [1]

@@ -146,26 +146,38 @@ class ModelManager:
         try:
             versions = self.repository.versions(model)
             state = self.repository.state(model)
-        except MserveError as exc:
+            settings = self.settings.defaults.override(state.settings)
+        except MserveError as exc:  # this model stays as it was; the others go on
             log.warning("%s: %s", model, exc)
+            if model in old.served:
+                new.served[model] = old.served[model]
+            new.labels[model] = old.labels.get(model, {})
+            new.status[model] = old.status.get(model, {})
             return
         live = [v for v in versions if v not in state.retired]
-        wanted = self.settings.version_policy.choose(live, set(state.labels.values()))
-        settings = self.settings.defaults.override(state.settings)
+        labelled = set(state.labels.values())
+        latest = self.settings.version_policy.latest
         served: dict[int, ServedVersion] = {}
         status: dict[int, VersionStatus] = {}
-        for number in sorted(wanted):
-            current = old.served.get(model, {}).get(number)
-            if current is not None and current.settings == settings:
-                served[number] = current
-                status[number] = VersionStatus(number, "AVAILABLE")
+        newest_served = 0
+        # Newest first: "latest N" means the newest N versions that load, so a broken new version
+        # leaves the one before it serving.
+        for number in sorted(live, reverse=True):
+            if latest is not None and newest_served >= latest and number not in labelled:
                 continue
-            loaded = self._load(model, number, settings)
+            current = old.served.get(model, {}).get(number)
+            loaded = (
+                current
+                if current is not None and current.settings == settings
+                else (self._load(model, number, settings))
+            )
             if isinstance(loaded, ServedVersion):
                 served[number] = loaded
                 status[number] = VersionStatus(number, "AVAILABLE")
+                newest_served += 1
             else:
                 status[number] = VersionStatus(number, "END", loaded)
+        status = dict(sorted(status.items()))
         if served:
             new.served[model] = served
         new.labels[model] = {k: v for k, v in state.labels.items() if v in served}

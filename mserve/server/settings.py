@@ -34,7 +34,7 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class VersionPolicy:
-    """Which versions to serve: the latest N (or all), plus every labelled version."""
+    """Which versions to serve: the newest N that load (or all), plus every labelled version."""
 
     latest: int | None = 1  # None: all
 
@@ -46,10 +46,6 @@ class VersionPolicy:
         if kind == "latest" and number.isdigit() and int(number) > 0:
             return cls(int(number))
         raise UsageError(f"--version-policy {text!r}: use latest:N or all")
-
-    def choose(self, versions: list[int], labelled: set[int]) -> set[int]:
-        newest = set(versions if self.latest is None else versions[-self.latest :])
-        return newest | (labelled & set(versions))
 
 
 @dataclass(frozen=True)
