@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from mserve.errors import MserveError
 
-from . import export, inspect, predict, serve, validate
+from . import export, inspect, predict, serve, status, validate
 from .output import Mode, error_line
 
 
@@ -101,6 +101,7 @@ app.command("list")(inspect.list_command)
 app.command("show")(inspect.show_command)
 app.command("predict")(predict.predict_command)
 app.command("serve")(serve.serve_command)
+app.command("status")(status.status_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

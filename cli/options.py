@@ -32,3 +32,13 @@ RefArgument = Annotated[
     ),
 ]
 DEFAULT_REPO = Path("models")
+ServerOption = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        metavar="URL",
+        envvar="MSERVE_SERVER",
+        help="A running mserve server, e.g. http://127.0.0.1:8000.",
+        show_default=False,
+    ),
+]

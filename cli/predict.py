@@ -30,21 +30,32 @@ def predict_command(
         ),
     ],
     repo: RepoOption = DEFAULT_REPO,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            envvar="MSERVE_SERVER",
+            help="Ask a running server instead of running the model locally.",
+        ),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
-    """Run a version locally with onnxruntime and print its outputs."""
+    """Run a version locally with onnxruntime (or on a server) and print its outputs."""
     from mserve import inputs
-    from mserve.manifest import MODEL_FILE
-    from mserve.runtime import ModelRunner
 
-    repository = Repository(repo)
-    model, version = repository.resolve(Reference.parse(ref))
+    reference = Reference.parse(ref)
     data = inputs.parse_argument(input_)
-    runner = ModelRunner.open(repository.version_file(model, version, MODEL_FILE))
-    outputs = {
-        name: _plain(value)
-        for name, value in runner.run(inputs.bind(runner.input_names, data)).items()
-    }
+    if server is not None:
+        model, version, raw = _on_server(server, reference, data)
+    else:
+        from mserve.manifest import MODEL_FILE
+        from mserve.runtime import ModelRunner
+
+        repository = Repository(repo)
+        model, version = repository.resolve(reference)
+        runner = ModelRunner.open(repository.version_file(model, version, MODEL_FILE))
+        raw = runner.run(inputs.bind(runner.input_names, data))
+    outputs = {name: _plain(value) for name, value in raw.items()}
     if json:
         emit_json({"model": model, "version": version, "outputs": outputs})
         return
@@ -52,6 +63,17 @@ def predict_command(
     for name, value in outputs.items():
         values.add_row(escape(name), escape(_compact(value)))
     console().print(values)
+
+
+def _on_server(url: str, reference: Reference, data: Any) -> tuple[str, int, dict[str, Any]]:
+    from mserve.client import ServerClient
+
+    client = ServerClient(url)
+    try:
+        version, outputs = client.infer(reference, data)
+    finally:
+        client.close()
+    return reference.model, version, outputs
 
 
 def _plain(value: Any) -> Any:

@@ -30,6 +30,8 @@ ONNX_TYPES: dict[int, tuple[str, str]] = {
     16: ("bfloat16", "BF16"),
 }
 NUMPY_TO_DTYPE = {name: name for name, _ in ONNX_TYPES.values() if name != "string"}
+V2_BY_DTYPE = dict(ONNX_TYPES.values())
+DTYPE_BY_V2 = {v2: name for name, v2 in ONNX_TYPES.values()}
 
 
 def numpy_dtype(dtype: str) -> np.dtype[Any]:

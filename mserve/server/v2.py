@@ -15,7 +15,7 @@ import orjson
 
 from mserve.errors import InputError
 from mserve.runtime import coerce_tensor
-from mserve.signature import ONNX_TYPES, Signature, TensorSpec, numpy_dtype
+from mserve.signature import V2_BY_DTYPE, Signature, TensorSpec, numpy_dtype
 
 from .batching import batchable
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from .models import ServedVersion
 
-V2_BY_DTYPE = {name: v2 for name, v2 in ONNX_TYPES.values()}
 HEADER_LENGTH = "inference-header-content-length"
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 

@@ -1,0 +1,131 @@
+"""A client for a running mserve server (KServe V2 for inference, TF Serving REST for status).
+
+Server answers become the same errors the local commands raise: a 4xx is the request's fault
+(exit 1 or 2), an unreachable or failing server an environment problem (exit 3).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .errors import EnvironmentProblem, InputError, MserveError, NotFoundError, UsageError
+from .inputs import bind
+from .reference import Reference
+from .runtime import coerce_tensor
+from .signature import DTYPE_BY_V2, V2_BY_DTYPE, TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class ServerClient:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--server {url!r}: give an http:// or https:// URL")
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(self, method: str, path: str, **options: Any) -> Any:
+        try:
+            reply = self.http.request(method, path, **options)
+        except httpx.HTTPError as exc:
+            raise EnvironmentProblem(f"cannot reach {self.url}: {exc.__class__.__name__}") from None
+        if reply.status_code < 400:
+            return reply.json()
+        try:
+            message = str(reply.json()["error"])
+        except (ValueError, KeyError, TypeError):
+            message = reply.text[:200] or reply.reason_phrase
+        if reply.status_code == 404:
+            raise NotFoundError(message)
+        if reply.status_code in (400, 413, 422):
+            raise InputError(message)
+        raise EnvironmentProblem(f"{self.url} answered {reply.status_code}: {message}")
+
+    def resolve(self, ref: Reference) -> int | None:
+        """The version a label names on this server (None: the server's default)."""
+        if ref.label is None:
+            return ref.version
+        meta = self._request("GET", f"/v1/models/{ref.model}/labels/{ref.label}/metadata")
+        return int(meta["model_spec"]["version"])
+
+    def signature(self, model: str, version: int | None) -> list[TensorSpec]:
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "")
+        meta = self._request("GET", path)
+        return [
+            TensorSpec(
+                t["name"],
+                DTYPE_BY_V2.get(t["datatype"], "string"),
+                tuple(None if d < 0 else d for d in t["shape"]),
+            )
+            for t in meta["inputs"]
+        ]
+
+    def infer(self, ref: Reference, data: Any) -> tuple[int, dict[str, np.ndarray[Any, Any]]]:
+        """Run ``data`` (anything ``mserve.inputs`` loads) on the version ``ref`` names."""
+        import numpy as np
+
+        version = self.resolve(ref)
+        specs = self.signature(ref.model, version)
+        inputs = bind([spec.name for spec in specs], data)
+        known = {spec.name for spec in specs}
+        unknown = [name for name in inputs if name not in known]
+        if unknown:
+            raise InputError(f"unknown input {', '.join(map(repr, unknown))}")
+        tensors = []
+        for spec in specs:
+            if spec.name not in inputs:
+                raise InputError(f"missing input '{spec.name}'")
+            array = coerce_tensor(spec, inputs[spec.name])
+            data = array.ravel().tolist()
+            tensors.append(
+                {
+                    "name": spec.name,
+                    "shape": list(array.shape),
+                    "datatype": V2_BY_DTYPE[spec.dtype],
+                    "data": data,
+                }
+            )
+        path = f"/v2/models/{ref.model}" + (f"/versions/{version}" if version is not None else "")
+        reply = self._request("POST", path + "/infer", json={"inputs": tensors})
+        outputs = {}
+        for output in reply["outputs"]:
+            dtype = DTYPE_BY_V2.get(output["datatype"], "string")
+            values = np.array(output["data"], dtype=object if dtype == "string" else dtype)
+            outputs[output["name"]] = values.reshape(output["shape"])
+        return int(reply["model_version"]), outputs
+
+    def status(self, model: str | None = None) -> dict[str, Any]:
+        live = self._request("GET", "/v2/health/live").get("live", False)
+        try:
+            ready = bool(self._request("GET", "/v2/health/ready").get("ready", False))
+        except MserveError:
+            ready = False
+        models = self._request("GET", "/v2/models")["models"]
+        if model is not None:
+            models = [m for m in models if m["name"] == model]
+            if not models:
+                raise NotFoundError(f"model '{model}' not found on {self.url}")
+        result = []
+        for entry in models:
+            statuses = self._request("GET", f"/v1/models/{entry['name']}")["model_version_status"]
+            result.append(
+                {
+                    "name": entry["name"],
+                    "labels": entry["labels"],
+                    "versions": [
+                        {
+                            "version": int(s["version"]),
+                            "state": s["state"],
+                            "error": s["status"]["error_message"],
+                        }
+                        for s in statuses
+                    ],
+                }
+            )
+        return {"server": self.url, "live": live, "ready": ready, "models": result}
