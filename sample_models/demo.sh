@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the bundled samples: export every framework, validate, list, show, predict.
+# The main job on the bundled samples: export every framework, validate, list, show, predict,
+# then serve the repository and predict through the server.
 # Usage: sample_models/demo.sh [REPO]   (default build/demo-models; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +35,27 @@ run mserve predict iris --input '[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]'
 run mserve predict churn --input '{"tenure_months": [[3]], "monthly_charge": [[80.5]], "contract": [["monthly"]], "region": [["north"]]}'
 run mserve predict iris-keras --input @$S/iris_two_inputs_sample.npz
 run mserve predict diabetes --input @$S/diabetes_sample.npy --json
-printf '\ndemo finished: repository at %s\n' "$MSERVE_REPO"
+# Serve the repository on a free loopback port, and ask it (the CLI, KServe V2, TF Serving REST)
+PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL=http://127.0.0.1:$PORT
+mserve serve "$MSERVE_REPO" --port "$PORT" --no-access-log &
+SERVER=$!
+trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
+for _ in $(seq 1 120); do  # the server answers once every version has loaded
+    mserve status --server "$URL" --json >/dev/null 2>&1 && break
+    kill -0 $SERVER 2>/dev/null || { echo "the server exited"; exit 1; }
+    sleep 0.5
+done
+post() { python -c 'import sys, httpx; print(httpx.post(sys.argv[1], content=sys.argv[2]).text)' "$@"; }
+run mserve status --server "$URL"
+run mserve predict iris --server "$URL" --input '[[5.1, 3.5, 1.4, 0.2]]'
+run mserve predict iris-keras --server "$URL" --input @$S/iris_two_inputs_sample.npz
+run post "$URL/v2/models/churn/infer" '{"inputs": [
+    {"name": "tenure_months", "shape": [1, 1], "datatype": "FP32", "data": [3]},
+    {"name": "monthly_charge", "shape": [1, 1], "datatype": "FP32", "data": [80.5]},
+    {"name": "contract", "shape": [1, 1], "datatype": "BYTES", "data": ["monthly"]},
+    {"name": "region", "shape": [1, 1], "datatype": "BYTES", "data": ["north"]}]}'
+run post "$URL/v1/models/iris-torch:predict" '{"instances": [[6.7, 3.0, 5.2, 2.3]]}'
+kill -TERM $SERVER && wait $SERVER
+trap - EXIT
+printf '\ndemo finished: repository at %s, server stopped cleanly\n' "$MSERVE_REPO"
