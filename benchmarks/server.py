@@ -298,6 +298,8 @@ def main() -> None:
             "--port",
             str(port),
             "--no-access-log",
+            "--grpc-port",
+            "0",
             "--threads",
             "1",
         ],

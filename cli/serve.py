@@ -28,6 +28,10 @@ def serve_command(
         typer.Option(envvar="MSERVE_HOST", help="Address to bind (loopback unless you say so)."),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="MSERVE_PORT", help="HTTP port.")] = 8000,
+    grpc_port: Annotated[
+        int,
+        typer.Option(envvar="MSERVE_GRPC_PORT", help="KServe V2 gRPC port (0: no gRPC)."),
+    ] = 8001,
     poll_interval: Annotated[
         float, typer.Option(metavar="SECONDS", help="How often to look for new versions.")
     ] = 1.0,
@@ -76,6 +80,7 @@ def serve_command(
             repository=root,
             host=host,
             port=port,
+            grpc_port=grpc_port,
             poll_interval_s=poll_interval,
             version_policy=VersionPolicy.parse(version_policy),
             defaults=BatchSettings(

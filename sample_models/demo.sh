@@ -36,9 +36,11 @@ run mserve predict churn --input '{"tenure_months": [[3]], "monthly_charge": [[8
 run mserve predict iris-keras --input @$S/iris_two_inputs_sample.npz
 run mserve predict diabetes --input @$S/diabetes_sample.npy --json
 # Serve the repository on a free loopback port, and ask it (the CLI, KServe V2, TF Serving REST)
-PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+GRPC_PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
-mserve serve "$MSERVE_REPO" --port "$PORT" --no-access-log &
+mserve serve "$MSERVE_REPO" --port "$PORT" --grpc-port "$GRPC_PORT" --no-access-log &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
 for _ in $(seq 1 120); do  # the server answers once every version has loaded
@@ -56,6 +58,10 @@ run post "$URL/v2/models/churn/infer" '{"inputs": [
     {"name": "contract", "shape": [1, 1], "datatype": "BYTES", "data": ["monthly"]},
     {"name": "region", "shape": [1, 1], "datatype": "BYTES", "data": ["north"]}]}'
 run post "$URL/v1/models/iris-torch:predict" '{"instances": [[6.7, 3.0, 5.2, 2.3]]}'
+run python -c 'import sys, numpy as np, tritonclient.grpc as g
+client = g.InferenceServerClient(sys.argv[1])
+x = g.InferInput("X", [1, 4], "FP32"); x.set_data_from_numpy(np.array([[6.7, 3.0, 5.2, 2.3]], np.float32))
+print("gRPC:", client.infer("iris", [x]).as_numpy("probabilities"))' "127.0.0.1:$GRPC_PORT"
 kill -TERM $SERVER && wait $SERVER
 trap - EXIT
 printf '\ndemo finished: repository at %s, server stopped cleanly\n' "$MSERVE_REPO"

@@ -122,6 +122,8 @@ class Server:
     def __init__(self, repo: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc = f"127.0.0.1:{self.grpc_port}"
         self.log = repo.parent / f"server-{self.port}.log"
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
@@ -133,6 +135,8 @@ class Server:
                 str(repo),
                 "--port",
                 str(self.port),
+                "--grpc-port",
+                str(self.grpc_port),
                 "--poll-interval",
                 "0.2",
                 *args,

@@ -76,7 +76,9 @@ class MserveApp:
         self.draining = False
         self.stats: dict[tuple[str, int], _Stats] = {}
         self._ids = itertools.count(1)
-        self._version = package_version("mserve")
+        self.version = package_version("mserve")
+        self.extensions = EXTENSIONS
+        self._grpc: Any = None
 
     def _executor(self, model: str, version: int, runner: Any, settings: Any) -> Any:
         return make_executor(runner, settings, self.metrics.observer(model, str(version)))
@@ -93,11 +95,23 @@ class MserveApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await asyncio.get_running_loop().run_in_executor(None, self.manager.start)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, self.manager.start)
+                    if self.settings.grpc_port:
+                        from . import grpc
+
+                        self._grpc = await grpc.start(
+                            self, self.settings.host, self.settings.grpc_port
+                        )
+                except Exception as exc:  # reported to uvicorn, which then exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 self.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
+                if self._grpc is not None:
+                    await self._grpc.stop(self.settings.shutdown_grace_s)
                 await asyncio.get_running_loop().run_in_executor(None, self.manager.stop)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -165,7 +179,7 @@ class MserveApp:
     ) -> _Reply:
         if not parts:
             _allow(method, "GET")
-            return _json({"name": "mserve", "version": self._version, "extensions": EXTENSIONS})
+            return _json({"name": "mserve", "version": self.version, "extensions": self.extensions})
         if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
             _allow(method, "GET")
             if parts[1] == "live":
@@ -176,7 +190,7 @@ class MserveApp:
             raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
         if parts[1:] in ([], ["stats"]):
             _allow(method, "GET")
-            return self._models() if len(parts) == 1 else self._stats(None, None)
+            return self._models() if len(parts) == 1 else _json(self.statistics(None, None))
         model = _model(parts[1])
         rest = parts[2:]
         version = None
@@ -193,7 +207,7 @@ class MserveApp:
             return await self._v2_infer(model, version, scope, receive, started)
         _allow(method, "GET")
         if action == "stats":
-            return self._stats(model, version)
+            return _json(self.statistics(model, version))
         if action == "ready":
             try:
                 served = self.manager.resolve(model, version)
@@ -203,7 +217,7 @@ class MserveApp:
         served = self.manager.resolve(model, version)
         if action == "config":
             return _json(v2.config(served))
-        versions = [version] if version is not None else sorted(self.manager.snapshot.served[model])
+        versions = [version] if version is not None else self.versions(model)
         return _json(v2.metadata(served, versions))
 
     async def _v2_infer(
@@ -217,9 +231,9 @@ class MserveApp:
             outputs = await served.executor.run(request.feeds)
             payload, header_length = v2.encode(served, request, outputs)
         except MserveError as exc:
-            self._count(served, "v2", exc, started)
+            self.count(served, "v2", exc, started)
             raise
-        self._count(served, "v2", None, started, rows_of(request.feeds))
+        self.count(served, "v2", None, started, rows_of(request.feeds))
         if header_length is None:
             return _Reply(200, payload, model=model, version=str(served.version))
         return _Reply(
@@ -274,9 +288,9 @@ class MserveApp:
             outputs = await served.executor.run(feeds)
             payload = tfserving.encode(served, outputs, row_form)
         except MserveError as exc:
-            self._count(served, "tfserving", exc, started)
+            self.count(served, "tfserving", exc, started)
             raise
-        self._count(served, "tfserving", None, started, rows_of(feeds))
+        self.count(served, "tfserving", None, started, rows_of(feeds))
         return _Reply(200, payload, model=served.model, version=str(served.version))
 
     # -- pieces -----------------------------------------------------------------------------
@@ -313,7 +327,7 @@ class MserveApp:
             raise PayloadTooLarge(f"the decompressed body is over the {limit}-byte limit")
         return inflated
 
-    def _count(
+    def count(
         self,
         served: ServedVersion,
         protocol: str,
@@ -348,7 +362,8 @@ class MserveApp:
         ]
         return _json({"models": models})
 
-    def _stats(self, model: str | None, version: int | None) -> _Reply:
+    def statistics(self, model: str | None, version: int | None) -> dict[str, Any]:
+        """Triton's statistics extension, for one version, one model or all (REST and gRPC)."""
         snapshot = self.manager.snapshot
         if model is not None and model not in snapshot.served:
             raise NotFoundError(f"model '{model}' not found")
@@ -375,7 +390,10 @@ class MserveApp:
                 )
         if model is not None and version is not None and not entries:
             raise NotFoundError(f"model '{model}' has no version {version} being served")
-        return _json({"model_stats": entries})
+        return {"model_stats": entries}
+
+    def versions(self, model: str) -> list[int]:
+        return sorted(self.manager.snapshot.served.get(model, {}))
 
 
 def create_app(settings: ServerSettings) -> MserveApp:

@@ -53,6 +53,7 @@ class ServerSettings:
     repository: Path
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 8001  # 0: no gRPC endpoint
     poll_interval_s: float = 1.0
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     defaults: BatchSettings = field(default_factory=BatchSettings)

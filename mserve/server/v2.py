@@ -46,43 +46,58 @@ def decode(body: bytes, header_length: int | None, signature: Signature) -> Infe
         raise InputError(f"malformed JSON: {exc.msg}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise InputError("the request needs an 'inputs' list")
-    specs = {spec.name: spec for spec in signature.inputs}
-    feeds: dict[str, Any] = {}
+    feeds = Feeds(signature)
     offset = 0
     for tensor in request["inputs"]:
-        name, spec, shape = _header(tensor, specs)
-        if name in feeds:
-            raise InputError(f"input '{name}' is given twice")
+        if not isinstance(tensor, dict):
+            raise InputError("each input must be an object")
         size = (tensor.get("parameters") or {}).get("binary_data_size")
+        raw = None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InputError(f"input '{name}': binary_data_size runs past the body")
-            array = _from_bytes(binary[offset : offset + size], spec, shape, name)
+                raise InputError(
+                    f"input '{tensor.get('name')}': binary_data_size runs past the body"
+                )
+            raw = binary[offset : offset + size]
             offset += size
+        feeds.add(
+            tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), raw, tensor.get("data")
+        )
+    return InferRequest(feeds.complete(), _wanted(request, signature), request.get("id"))
+
+
+class Feeds:
+    """Decoded inputs, checked against the signature (shared by REST and gRPC)."""
+
+    def __init__(self, signature: Signature) -> None:
+        self.specs = {spec.name: spec for spec in signature.inputs}
+        self.arrays: dict[str, Any] = {}
+
+    def add(self, name: Any, datatype: Any, shape: Any, raw: bytes | None, data: Any) -> None:
+        if not isinstance(name, str):
+            raise InputError("each input needs a 'name'")
+        spec = self.specs.get(name)
+        if spec is None:
+            known = ", ".join(map(repr, self.specs))
+            raise InputError(f"unknown input '{name}'; the model takes {known}")
+        if name in self.arrays:
+            raise InputError(f"input '{name}' is given twice")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InputError(f"input '{name}': 'shape' must be a list of non-negative integers")
+        expected = V2_BY_DTYPE.get(spec.dtype)
+        if datatype != expected:
+            raise InputError(f"input '{name}' has datatype {datatype}; the model takes {expected}")
+        if raw is not None:
+            array = _from_bytes(raw, spec, shape, name)
         else:
-            array = _from_json(tensor.get("data"), spec, shape, name)
-        feeds[name] = coerce_tensor(spec, array)
-    missing = [name for name in specs if name not in feeds]
-    if missing:
-        raise InputError(f"missing input {', '.join(map(repr, missing))}")
-    return InferRequest(feeds, _wanted(request, signature), request.get("id"))
+            array = _from_json(data, spec, shape, name)
+        self.arrays[name] = coerce_tensor(spec, array)
 
-
-def _header(tensor: Any, specs: dict[str, TensorSpec]) -> tuple[str, TensorSpec, list[int]]:
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-        raise InputError("each input needs a 'name'")
-    name = tensor["name"]
-    spec = specs.get(name)
-    if spec is None:
-        raise InputError(f"unknown input '{name}'; the model takes {', '.join(map(repr, specs))}")
-    shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InputError(f"input '{name}': 'shape' must be a list of non-negative integers")
-    datatype = tensor.get("datatype")
-    expected = V2_BY_DTYPE.get(spec.dtype)
-    if datatype != expected:
-        raise InputError(f"input '{name}' has datatype {datatype}; the model takes {expected}")
-    return name, spec, shape
+    def complete(self) -> dict[str, Any]:
+        missing = [name for name in self.specs if name not in self.arrays]
+        if missing:
+            raise InputError(f"missing input {', '.join(map(repr, missing))}")
+        return self.arrays
 
 
 def _count(shape: list[int]) -> int:
@@ -171,11 +186,7 @@ def encode(
             "shape": list(array.shape),
         }
         if binary:
-            raw = (
-                _pack_strings(array)
-                if array.dtype == object
-                else np.ascontiguousarray(array).tobytes()
-            )
+            raw = raw_bytes(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif array.dtype == object:
@@ -195,6 +206,15 @@ def encode(
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)
+
+
+def raw_bytes(array: Any) -> bytes:
+    """A tensor as the binary extension and gRPC carry it: little-endian, row-major."""
+    import numpy as np
+
+    if array.dtype == object:
+        return _pack_strings(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def _pack_strings(array: Any) -> bytes:
