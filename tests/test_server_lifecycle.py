@@ -118,8 +118,11 @@ def hammer(url: str, stop: threading.Event, results: list[int], seconds: float =
                 results.append(-1)
 
 
-def test_swapping_versions_under_load_fails_no_request(repo_copy: Path, iris_data: Any) -> None:
-    server = Server(repo_copy)
+@pytest.mark.parametrize("batching", [[], ["--max-batch-size", "8", "--batch-delay-ms", "5"]])
+def test_swapping_versions_under_load_fails_no_request(
+    repo_copy: Path, iris_data: Any, batching: list[str]
+) -> None:
+    server = Server(repo_copy, *batching)
     stop, results = threading.Event(), []
     workers = [
         threading.Thread(target=hammer, args=(f"{server.url}/v2/models/iris/infer", stop, results))

@@ -118,7 +118,8 @@ class MserveApp:
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
-        request_id = _header(scope, b"x-request-id") or str(next(self._ids)).encode()
+        # The client's id (for tracing across services) is echoed, so it is capped.
+        request_id = (_header(scope, b"x-request-id") or str(next(self._ids)).encode())[:128]
         try:
             reply = await self._route(scope, receive, started)
         except _Disconnected:

@@ -76,11 +76,13 @@ class Batcher:
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-batch")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
 
     async def run(self, feeds: Arrays) -> list[Any]:
         if len(self.pending) >= self.settings.max_queue:
             raise Overloaded("the model's queue is full; retry later")
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         item = _Item(feeds, rows_of(feeds), loop.create_future(), time.perf_counter())
         self.pending.append(item)
         self._kick(loop)
@@ -165,9 +167,19 @@ class Batcher:
             if self.observer is not None:
                 self.observer.batch(offset, started - batch[0].queued_at, inference_s)
         self._kick(loop)
+        self._close_if_idle()
 
     def close(self) -> None:
-        self.thread.shutdown(wait=True)  # the batch in hand finishes first
+        """Stop once every request already queued has its answer (called from any thread)."""
+        self.closing = True
+        if self.loop is None or self.loop.is_closed():
+            self.thread.shutdown(wait=True)
+        else:
+            self.loop.call_soon_threadsafe(self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if self.closing and not self.busy and not self.pending:
+            self.thread.shutdown(wait=False)
 
 
 def batchable(signature: Signature) -> bool:
