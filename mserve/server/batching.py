@@ -35,9 +35,11 @@ class Observer(Protocol):
 
 
 class Executor(Protocol):
-    async def run(self, feeds: Arrays) -> list[Any]: ...
+    """Runs one version's inferences. There is no close(): an executor lives as long as the
+    requests that hold its version, and its thread ends when it is garbage-collected (how
+    ThreadPoolExecutor works), so a version swapped out still answers what it has queued."""
 
-    def close(self) -> None: ...
+    async def run(self, feeds: Arrays) -> list[Any]: ...
 
 
 class Inline:
@@ -52,9 +54,6 @@ class Inline:
         outputs = self.runner.run_arrays(feeds)
         self.observer.inference_only(time.perf_counter() - start)  # no queue, no batch here
         return outputs
-
-    def close(self) -> None:
-        return None
 
 
 @dataclass
@@ -76,13 +75,11 @@ class Batcher:
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-batch")
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.closing = False
 
     async def run(self, feeds: Arrays) -> list[Any]:
         if len(self.pending) >= self.settings.max_queue:
             raise Overloaded("the model's queue is full; retry later")
-        loop = self.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         item = _Item(feeds, rows_of(feeds), loop.create_future(), time.perf_counter())
         self.pending.append(item)
         self._kick(loop)
@@ -167,19 +164,6 @@ class Batcher:
             if self.observer is not None:
                 self.observer.batch(offset, started - batch[0].queued_at, inference_s)
         self._kick(loop)
-        self._close_if_idle()
-
-    def close(self) -> None:
-        """Stop once every request already queued has its answer (called from any thread)."""
-        self.closing = True
-        if self.loop is None or self.loop.is_closed():
-            self.thread.shutdown(wait=True)
-        else:
-            self.loop.call_soon_threadsafe(self._close_if_idle)
-
-    def _close_if_idle(self) -> None:
-        if self.closing and not self.busy and not self.pending:
-            self.thread.shutdown(wait=False)
 
 
 def batchable(signature: Signature) -> bool:

@@ -110,9 +110,6 @@ class ModelManager:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for versions in self.snapshot.served.values():
-            for served in versions.values():
-                served.executor.close()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s):
@@ -132,8 +129,8 @@ class ModelManager:
             for model, versions in old.served.items():
                 for number, served in versions.items():
                     if new.served.get(model, {}).get(number) is not served:
+                        # Freed when the last request holding it finishes (no explicit close).
                         log.info("unloading %s:%s", model, number)
-                        served.executor.close()  # after the requests it has in hand
 
     def _models(self) -> list[str]:
         try:
