@@ -131,7 +131,7 @@ def coerce_tensor(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
     ):
         raise InputError(f"{where} is not a rectangular array of one type")
     array = _cast(array, spec, where)
-    return _fit_shape(array, spec, where)
+    return fit_shape(spec, array, where)
 
 
 def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
@@ -166,7 +166,8 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _fit_shape(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+def fit_shape(spec: TensorSpec, array: np.ndarray[Any, Any], where: str) -> np.ndarray[Any, Any]:
+    """``array`` (already of the right dtype) checked against the spec's rank and fixed dims."""
     if spec.shape is None:
         return array
     rank = len(spec.shape)

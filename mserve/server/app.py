@@ -34,6 +34,7 @@ log = logging.getLogger("mserve.server")
 JSON = b"application/json"
 Scope = dict[str, Any]
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+MAX_CACHED_ROUTES = 4096
 
 
 class _Disconnected(Exception):
@@ -79,6 +80,7 @@ class MserveApp:
         self.version = package_version("mserve")
         self.extensions = EXTENSIONS
         self._grpc: Any = None
+        self._infer_routes: dict[str, tuple[str, int | None]] = {}  # path -> (model, version)
 
     def _executor(self, model: str, version: int, runner: Any, settings: Any) -> Any:
         return make_executor(runner, settings, self.metrics.observer(model, str(version)))
@@ -118,6 +120,7 @@ class MserveApp:
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
+        scope["mserve.headers"] = dict(scope["headers"])  # read once; names arrive lower-case
         # The client's id (for tracing across services) is echoed, so it is capped.
         request_id = (_header(scope, b"x-request-id") or str(next(self._ids)).encode())[:128]
         try:
@@ -165,6 +168,9 @@ class MserveApp:
 
     async def _route(self, scope: Scope, receive: Any, started: float) -> _Reply:
         method, path = scope["method"], scope["path"]
+        known = self._infer_routes.get(path) if method == "POST" else None
+        if known is not None:  # the hot path: a V2 infer URL seen before
+            return await self._v2_infer(known[0], known[1], scope, receive, started)
         parts = [p for p in path.split("/") if p]
         if path in ("/metrics", "/monitoring/prometheus/metrics"):
             _allow(method, "GET")
@@ -205,6 +211,8 @@ class MserveApp:
             raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
         if action == "infer":
             _allow(method, "POST")
+            if len(self._infer_routes) < MAX_CACHED_ROUTES:
+                self._infer_routes["/v2/" + "/".join(parts)] = (model, version)
             return await self._v2_infer(model, version, scope, receive, started)
         _allow(method, "GET")
         if action == "stats":
@@ -406,10 +414,8 @@ def _json(data: Any) -> _Reply:
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+    value = scope["mserve.headers"].get(name)
+    return None if value is None else bytes(value)
 
 
 def _int_header(value: bytes | None) -> int | None:

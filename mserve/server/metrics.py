@@ -1,23 +1,23 @@
 """Prometheus metrics, labelled by model and version (and protocol where it applies).
 
-Counters and histograms are updated per request through cached label children; model states
-and queue depths are read from the manager when Prometheus scrapes, so they cost nothing per
-request.
+Every update happens on the event loop's thread (inline inference, batch callbacks, gRPC), so
+the per-request path is plain counting into lists, with no locks; the Prometheus families are
+built only when /metrics is scraped. Model states and queue depths are read from the manager
+at that moment too.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -46,45 +46,35 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, result = 0, []
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            cumulative += count
+            result.append((bound, float(cumulative)))
+        return result
+
+
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created doubles the output
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mserve_requests",
-            "Inference requests by model, version, protocol and outcome.",
-            ["model", "version", "protocol", "outcome"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "mserve_request_duration_seconds",
-            "Inference request time, from body read to reply.",
-            ["model", "version", "protocol"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.queue = Histogram(
-            "mserve_queue_duration_seconds",
-            "Time a batch's oldest request waited in the queue.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.inference = Histogram(
-            "mserve_inference_duration_seconds",
-            "onnxruntime time per batch.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.batch_size = Histogram(
-            "mserve_batch_size",
-            "Rows per onnxruntime call.",
-            ["model", "version"],
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, ...], Any] = {}
+        self.requests: dict[
+            tuple[str, str, str, str], int
+        ] = {}  # model, version, protocol, outcome
+        self.latency: dict[tuple[str, str, str], _Histogram] = {}  # model, version, protocol
+        self.batches: dict[tuple[str, str], BatchObserver] = {}
+        self.registry.register(_Collector(self))
 
     def watch(self, manager: ModelManager) -> None:
         self.registry.register(_ManagerCollector(manager))
@@ -93,27 +83,26 @@ class Metrics:
         self, model: str, version: str, protocol: str, outcome: str, seconds: float
     ) -> None:
         key = (model, version, protocol, outcome)
-        children = self._children.get(key)
-        if children is None:
-            children = (self.requests.labels(*key), self.latency.labels(model, version, protocol))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.latency.get(key[:3])
+        if histogram is None:
+            histogram = self.latency[key[:3]] = _Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
 
     def observer(self, model: str, version: str) -> BatchObserver:
-        return BatchObserver(self, model, version)
+        return self.batches.setdefault((model, version), BatchObserver())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class BatchObserver:
-    """Reports one version's batches (the executors' Observer)."""
+    """One version's batches (the executors' Observer)."""
 
-    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
-        self.queue = metrics.queue.labels(model, version)
-        self.inference = metrics.inference.labels(model, version)
-        self.size = metrics.batch_size.labels(model, version)
+    def __init__(self) -> None:
+        self.queue = _Histogram(LATENCY_BUCKETS)
+        self.inference = _Histogram(LATENCY_BUCKETS)
+        self.size = _Histogram(BATCH_BUCKETS)
 
     def batch(self, size: int, queue_s: float, inference_s: float) -> None:
         self.size.observe(size)
@@ -122,6 +111,49 @@ class BatchObserver:
 
     def inference_only(self, inference_s: float) -> None:
         self.inference.observe(inference_s)
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(
+            "mserve_requests",
+            "Inference requests by model, version, protocol and outcome.",
+            labels=["model", "version", "protocol", "outcome"],
+        )
+        for request_labels, count in list(self.metrics.requests.items()):
+            requests.add_metric(list(request_labels), count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "mserve_request_duration_seconds",
+            "Inference request time, from body read to reply.",
+            labels=["model", "version", "protocol"],
+        )
+        for latency_labels, histogram in list(self.metrics.latency.items()):
+            latency.add_metric(list(latency_labels), histogram.buckets(), histogram.total)
+        yield latency
+        families = {
+            "queue": HistogramMetricFamily(
+                "mserve_queue_duration_seconds",
+                "Time a batch's oldest request waited.",
+                labels=["model", "version"],
+            ),
+            "inference": HistogramMetricFamily(
+                "mserve_inference_duration_seconds",
+                "onnxruntime time per batch.",
+                labels=["model", "version"],
+            ),
+            "size": HistogramMetricFamily(
+                "mserve_batch_size", "Rows per onnxruntime call.", labels=["model", "version"]
+            ),
+        }
+        for version_labels, observer in list(self.metrics.batches.items()):
+            for name, family in families.items():
+                batches: _Histogram = getattr(observer, name)
+                family.add_metric(list(version_labels), batches.buckets(), batches.total)
+        yield from families.values()
 
 
 class _ManagerCollector(Collector):

@@ -10,12 +10,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mserve.errors import MserveError, NotFoundError, NotReady
 from mserve.manifest import MODEL_FILE, Manifest, sha256_file
 from mserve.repository import Repository
 from mserve.runtime import ModelRunner
+from mserve.signature import V2_BY_DTYPE
 
 from .settings import BatchSettings, ServerSettings
 
@@ -40,6 +42,19 @@ class ServedVersion:
     @property
     def signature(self) -> Signature:
         return self.manifest.signature
+
+    @cached_property
+    def version_text(self) -> str:
+        return str(self.version)
+
+    @cached_property
+    def output_plan(self) -> dict[str, tuple[int, str]]:
+        """Each output's position in onnxruntime's results and its V2 datatype."""
+        dtypes = {spec.name: spec.dtype for spec in self.signature.outputs}
+        return {
+            name: (position, V2_BY_DTYPE.get(dtypes.get(name, ""), "BYTES"))
+            for position, name in enumerate(self.runner.output_names)
+        }
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mserve.errors import InputError
-from mserve.runtime import coerce_tensor
+from mserve.runtime import coerce_tensor, fit_shape
 from mserve.signature import V2_BY_DTYPE, Signature, TensorSpec, numpy_dtype
 
 from .batching import batchable
@@ -87,11 +87,16 @@ class Feeds:
         expected = V2_BY_DTYPE.get(spec.dtype)
         if datatype != expected:
             raise InputError(f"input '{name}' has datatype {datatype}; the model takes {expected}")
-        if raw is not None:
-            array = _from_bytes(raw, spec, shape, name)
-        else:
-            array = _from_json(data, spec, shape, name)
-        self.arrays[name] = coerce_tensor(spec, array)
+        if raw is not None:  # exactly the declared dtype and shape: only the shape to check
+            self.arrays[name] = fit_shape(
+                spec, _from_bytes(raw, spec, shape, name), f"input {name!r}"
+            )
+        elif spec.dtype.startswith("float"):  # JSON numbers become floats without loss of sense
+            self.arrays[name] = fit_shape(
+                spec, _from_json(data, spec, shape, name), f"input {name!r}"
+            )
+        else:  # integers, booleans, strings: coerce_tensor refuses 1.5 for an int, 2 for a bool
+            self.arrays[name] = coerce_tensor(spec, _from_json(data, None, shape, name))
 
     def complete(self) -> dict[str, Any]:
         missing = [name for name in self.specs if name not in self.arrays]
@@ -107,18 +112,17 @@ def _count(shape: list[int]) -> int:
     return count
 
 
-def _from_json(data: Any, spec: TensorSpec, shape: list[int], name: str) -> Any:
+def _from_json(data: Any, spec: TensorSpec | None, shape: list[int], name: str) -> Any:
+    """The JSON values as an array of ``shape``: of the spec's dtype if given, else as parsed."""
     import numpy as np
 
     if data is None:
         raise InputError(f"input '{name}' has neither 'data' nor binary_data_size")
     try:
-        if spec.dtype == "string":
-            array = np.array(data, dtype=object).reshape(-1)
-        else:
-            array = np.asarray(data, dtype=numpy_dtype(spec.dtype)).reshape(-1)
+        dtype = None if spec is None else numpy_dtype(spec.dtype)
+        array = np.asarray(data, dtype=dtype).reshape(-1)
     except (ValueError, TypeError):
-        raise InputError(f"input '{name}': 'data' is not a list of {spec.dtype} values") from None
+        raise InputError(f"input '{name}': 'data' is not a flat or nested list of values") from None
     if array.size != _count(shape):
         raise InputError(f"input '{name}': {array.size} values for shape {shape}")
     return array.reshape(shape)
@@ -173,31 +177,24 @@ def encode(
     served: ServedVersion, request: InferRequest, outputs: list[Any]
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it."""
-    import numpy as np
-
-    by_name = dict(zip(served.runner.output_names, outputs, strict=True))
-    specs = {spec.name: spec for spec in served.signature.outputs}
+    plan = served.output_plan  # name -> (position, V2 datatype), worked out once per version
     entries, chunks = [], []
     for name, binary in request.outputs:
-        array = np.asarray(by_name[name])
-        entry: dict[str, Any] = {
-            "name": name,
-            "datatype": V2_BY_DTYPE.get(specs[name].dtype, "BYTES"),
-            "shape": list(array.shape),
-        }
+        position, datatype = plan[name]
+        array = outputs[position]
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             raw = raw_bytes(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
-        elif array.dtype == object:
+        elif array.dtype.kind == "O":
             entry["data"] = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
-        else:
-            flat = array.ravel()
-            entry["data"] = flat.astype(np.float32) if flat.dtype == np.float16 else flat
+        else:  # orjson writes numpy arrays natively, except float16
+            entry["data"] = array.ravel() if datatype != "FP16" else array.ravel().astype("float32")
         entries.append(entry)
     response: dict[str, Any] = {
         "model_name": served.model,
-        "model_version": str(served.version),
+        "model_version": served.version_text,
         "outputs": entries,
     }
     if request.id is not None:
