@@ -235,7 +235,7 @@ class MserveApp:
         served = self.manager.resolve(model, version)
         try:
             body = await self._body(scope, receive)
-            length = _header(scope, b"inference-header-content-length")
+            length = _header(scope, v2.HEADER_LENGTH)
             request = v2.decode(body, _int_header(length), served.signature)
             outputs = await served.executor.run(request.feeds)
             payload, header_length = v2.encode(served, request, outputs)
@@ -249,7 +249,7 @@ class MserveApp:
             200,
             payload,
             b"application/octet-stream",
-            ((b"inference-header-content-length", str(header_length).encode()),),
+            ((v2.HEADER_LENGTH, str(header_length).encode()),),
             model,
             str(served.version),
         )

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from .models import ServedVersion
 
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"  # the binary extension's header
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
