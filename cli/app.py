@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from mserve.errors import MserveError
 
-from . import export, inspect, predict, serve, status, validate
+from . import export, inspect, lifecycle, predict, serve, status, validate
 from .output import Mode, error_line
 
 
@@ -102,6 +102,9 @@ app.command("show")(inspect.show_command)
 app.command("predict")(predict.predict_command)
 app.command("serve")(serve.serve_command)
 app.command("status")(status.status_command)
+app.command("promote")(lifecycle.promote_command)
+app.command("rollback")(lifecycle.rollback_command)
+app.command("retire")(lifecycle.retire_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

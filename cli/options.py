@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mserve.errors import UsageError
+
 from .output import remember_json
+
+TOKEN_VARIABLE = "MSERVE_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
+MIN_TOKEN_LENGTH = 16
 
 RepoOption = Annotated[
     Path,
@@ -42,3 +48,35 @@ ServerOption = Annotated[
         show_default=False,
     ),
 ]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        metavar="FILE",
+        envvar="MSERVE_TOKEN_FILE",
+        help=f"File holding the server's admin token [default: ${TOKEN_VARIABLE}].",
+        show_default=False,
+    ),
+]
+
+
+def admin_token(token_file: Path | None, option: str) -> str | None:
+    """The admin token from ``token_file``, else from $MSERVE_ADMIN_TOKEN; None if neither.
+
+    Never an option's value: a command line is visible to every user of the machine.
+    """
+    if token_file is not None:
+        try:
+            token, source = token_file.read_text("utf-8").strip(), f"{option} {token_file}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{option} {token_file}: cannot read it ({exc})") from None
+    else:
+        token, source = os.environ.get(TOKEN_VARIABLE, "").strip(), TOKEN_VARIABLE
+        if not token:
+            return None
+    if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
+        raise UsageError(
+            f"the admin token in {source} must be at least {MIN_TOKEN_LENGTH} printable "
+            "characters without spaces (python -c 'import secrets; print(secrets.token_urlsafe())')"
+        )
+    return token

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DEFAULT_REPO
+from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token
 
 
 def serve_command(
@@ -60,6 +60,18 @@ def serve_command(
     access_log: Annotated[
         bool, typer.Option(help="Write a JSON line per request to stderr.")
     ] = True,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            envvar="MSERVE_ADMIN_TOKEN_FILE",
+            help=(
+                f"Turn the admin API on with the token in FILE [default: ${TOKEN_VARIABLE}; "
+                "neither: the admin API is off]."
+            ),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve every model in a repository over KServe V2 and TF Serving REST."""
     from mserve.errors import UsageError
@@ -75,6 +87,12 @@ def serve_command(
         or (timeout <= 0 or poll_interval <= 0)
     ):
         raise UsageError("sizes, delays and limits must be positive (or zero where allowed)")
+    token = admin_token(admin_token_file, "--admin-token-file")
+    if token is None and not _loopback(host):
+        raise UsageError(
+            f"--host {host} is reachable from other machines: set {TOKEN_VARIABLE} or "
+            "--admin-token-file first (the server refuses to listen there without one)"
+        )
     serve(
         ServerSettings(
             repository=root,
@@ -92,5 +110,17 @@ def serve_command(
             ),
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             access_log=access_log,
+            admin_token=token,
         )
     )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it could resolve anywhere
+        return False

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from .options import JsonOption, ServerOption
+from .options import JsonOption, ServerOption, TokenFileOption, admin_token
 from .output import console, emit_json, escape, table
 
 
@@ -16,12 +16,14 @@ def status_command(
     ] = None,
     *,
     server: ServerOption,
+    token_file: TokenFileOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Show a running server's models, versions, their states and labels."""
+    """Show a running server's models, versions, their states and labels (with the admin token,
+    also retired versions and each model's last changes)."""
     from mserve.client import ServerClient
 
-    client = ServerClient(server)
+    client = ServerClient(server, token=admin_token(token_file, "--token-file"))
     try:
         report = client.status(model)
     finally:
@@ -36,11 +38,23 @@ def status_command(
     for entry in report["models"]:
         for v in entry["versions"]:
             labels = ", ".join(k for k, n in sorted(entry["labels"].items()) if n == v["version"])
+            state = "RETIRED" if v.get("retired") else v["state"]
             versions.add_row(
                 escape(entry["name"]),
                 str(v["version"]),
-                v["state"],
+                state,
                 labels or "-",
                 escape(v["error"]) or "-",
             )
     console().print(versions)
+    for entry in report["models"]:
+        for change in entry.get("history", [])[-3:]:
+            console().print(escape(_describe(entry["name"], change)))
+
+
+def _describe(model: str, entry: dict[str, Any]) -> str:
+    from mserve.lifecycle import Change
+
+    fields = {k: v for k, v in entry.items() if k != "via"}
+    change = Change.from_dict({"model": model, "changed": True, **fields})
+    return f"{change.time} {change.describe()} by {change.actor}"

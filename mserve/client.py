@@ -1,7 +1,9 @@
-"""A client for a running mserve server (KServe V2 for inference, TF Serving REST for status).
+"""A client for a running mserve server: KServe V2 for inference, TF Serving REST for status,
+the admin API (with a token) for lifecycle changes.
 
 Server answers become the same errors the local commands raise: a 4xx is the request's fault
-(exit 1 or 2), an unreachable or failing server an environment problem (exit 3).
+(exit 1 or 2), an unreachable or failing server, or a refused token, an environment problem
+(exit 3).
 """
 
 from __future__ import annotations
@@ -10,7 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .errors import EnvironmentProblem, InputError, MserveError, NotFoundError, UsageError
+from .errors import (
+    AdminDisabled,
+    CheckFailed,
+    Conflict,
+    EnvironmentProblem,
+    InputError,
+    MserveError,
+    NotFoundError,
+    Unauthorized,
+    UsageError,
+)
 from .inputs import bind
 from .reference import Reference
 from .runtime import coerce_tensor
@@ -19,13 +31,25 @@ from .signature import DTYPE_BY_V2, V2_BY_DTYPE, TensorSpec
 if TYPE_CHECKING:
     import numpy as np
 
+ERRORS: dict[int, type[MserveError]] = {
+    400: InputError,
+    401: Unauthorized,
+    403: AdminDisabled,
+    404: NotFoundError,
+    409: Conflict,
+    413: InputError,
+    422: CheckFailed,
+}
+
 
 class ServerClient:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise UsageError(f"--server {url!r}: give an http:// or https:// URL")
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.admin = token is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -41,10 +65,9 @@ class ServerClient:
             message = str(reply.json()["error"])
         except (ValueError, KeyError, TypeError):
             message = reply.text[:200] or reply.reason_phrase
-        if reply.status_code == 404:
-            raise NotFoundError(message)
-        if reply.status_code in (400, 413, 422):
-            raise InputError(message)
+        error = ERRORS.get(reply.status_code)
+        if error is not None:
+            raise error(message)
         raise EnvironmentProblem(f"{self.url} answered {reply.status_code}: {message}")
 
     def resolve(self, ref: Reference) -> int | None:
@@ -106,6 +129,13 @@ class ServerClient:
             ready = bool(self._request("GET", "/v2/health/ready").get("ready", False))
         except MserveError:
             ready = False
+        if self.admin:  # the admin view adds retirements and the audit trail
+            return {
+                "server": self.url,
+                "live": live,
+                "ready": ready,
+                "models": self.admin_status(model),
+            }
         models = self._request("GET", "/v2/models")["models"]
         if model is not None:
             models = [m for m in models if m["name"] == model]
@@ -129,3 +159,26 @@ class ServerClient:
                 }
             )
         return {"server": self.url, "live": live, "ready": ready, "models": result}
+
+    # -- admin API (needs the token) --------------------------------------------------------
+
+    def admin_status(self, model: str | None = None) -> list[dict[str, Any]]:
+        if model is None:
+            return list(self._request("GET", "/admin/models")["models"])
+        return [self._request("GET", f"/admin/models/{model}")]
+
+    def change(self, model: str, operation: str, **fields: Any) -> dict[str, Any]:
+        """Run ``operation`` (promote, rollback, retire); the reply's change and model status."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        return dict(self._request("POST", f"/admin/models/{model}/{operation}", json=body))
+
+    def serves(self, model: str, label: str, version: int) -> bool:
+        """Does this server answer requests for ``model@label`` with ``version``?"""
+        try:
+            reply = self._request("GET", f"/v1/models/{model}/labels/{label}")
+        except MserveError:
+            return False
+        return any(
+            s["version"] == str(version) and s["state"] == "AVAILABLE"
+            for s in reply["model_version_status"]
+        )

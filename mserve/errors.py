@@ -8,11 +8,16 @@
     │   ├── InputError           exit 1, HTTP 400   an input does not fit the model's signature
     │   ├── ConversionError      exit 1, HTTP 422   the source cannot be converted to ONNX
     │   ├── ParityError          exit 1, HTTP 422   ONNX disagrees with the source model
-    │   └── ValidationError      exit 1, HTTP 422   a published version is not sound
+    │   ├── ValidationError      exit 1, HTTP 422   a published version is not sound
+    │   └── Conflict             exit 1, HTTP 409   a change the model's state forbids (a label
+    │                                               on a version to retire, a breaking promote)
     ├── EnvironmentProblem       exit 3, HTTP 503   the machine, the disk or an install is at fault
     │   ├── MissingExtraError    exit 3, HTTP 503   an optional framework is not installed
     │   └── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
     └── ServingError             exit 3             what a model server answers besides the above
+        ├── Unauthorized         HTTP 401           a missing or wrong admin token
+        ├── AdminDisabled        HTTP 403           the admin API is off (no token configured)
+        ├── MethodNotAllowed     HTTP 405           the route does not take this HTTP method
         ├── PayloadTooLarge      HTTP 413           the request body is over the limit
         ├── Unsupported          HTTP 501           a protocol feature mserve does not serve
         ├── NotReady             HTTP 503           the model or the server cannot take requests
@@ -72,6 +77,10 @@ class ValidationError(CheckFailed):
     pass
 
 
+class Conflict(CheckFailed):
+    http_status = 409
+
+
 class EnvironmentProblem(MserveError):
     exit_code = 3
     http_status = 503
@@ -92,6 +101,23 @@ class RepositoryError(EnvironmentProblem):
 
 class ServingError(MserveError):
     pass
+
+
+class Unauthorized(ServingError):
+    http_status = 401
+
+
+class AdminDisabled(ServingError):
+    http_status = 403
+
+
+class MethodNotAllowed(ServingError):
+    http_status = 405
+
+    @classmethod
+    def unless(cls, method: str, allowed: str) -> None:
+        if method != allowed:
+            raise cls(f"method {method} not allowed here; use {allowed}")
 
 
 class PayloadTooLarge(ServingError):

@@ -9,6 +9,7 @@ written, whatever a name or a symlink says.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import secrets
@@ -36,6 +37,7 @@ class ModelState:
     retired: list[int] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    unloaded: bool = False  # taken out of service through the V2 repository extension
     # Highest version ever allocated: a deleted version's number is never handed out again,
     # so a server that cached version N never sees a different N.
     last_version: int = 0
@@ -46,6 +48,7 @@ class ModelState:
             "retired": sorted(self.retired),
             "history": self.history,
             "settings": self.settings,
+            "unloaded": self.unloaded,
             "last_version": self.last_version,
         }
 
@@ -57,6 +60,7 @@ class ModelState:
             retired=[int(v) for v in data.get("retired", [])],
             history=list(data.get("history", [])),
             settings=dict(data.get("settings", {})),
+            unloaded=bool(data.get("unloaded", False)),
             last_version=int(data.get("last_version", 0)),
         )
 
@@ -168,11 +172,16 @@ class Repository:
             ) from None
 
     def update_state(self, model: str, change: Callable[[ModelState], None]) -> ModelState:
-        """Apply ``change`` to ``model.json`` as one transaction (lock, read, write, rename)."""
+        """Apply ``change`` to ``model.json`` as one transaction (lock, read, write, rename).
+
+        The file is rewritten only if ``change`` changed something; if it raises, nothing is.
+        """
         with self.locked(model) as directory:
             state = self.state(model)
+            before = copy.deepcopy(state.to_dict())
             change(state)
-            _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
+            if state.to_dict() != before:
+                _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
             return state
 
     def publish(self, model: str, write: Callable[[Path], Manifest]) -> Manifest:

@@ -20,10 +20,19 @@ from typing import Any
 
 import orjson
 
-from mserve.errors import InputError, MserveError, NotFoundError, NotReady, PayloadTooLarge
+from mserve.errors import (
+    InputError,
+    MethodNotAllowed,
+    MserveError,
+    NotFoundError,
+    NotReady,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from mserve.reference import check_label, check_model_name, parse_version
 
 from . import tfserving, v2
+from .admin import Admin
 from .batching import make_executor, rows_of
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
@@ -39,10 +48,6 @@ MAX_CACHED_ROUTES = 4096
 
 class _Disconnected(Exception):
     pass
-
-
-class _MethodNotAllowed(MserveError):
-    http_status = 405
 
 
 @dataclass
@@ -78,7 +83,10 @@ class MserveApp:
         self.stats: dict[tuple[str, int], _Stats] = {}
         self._ids = itertools.count(1)
         self.version = package_version("mserve")
-        self.extensions = EXTENSIONS
+        self.admin = Admin(
+            settings.admin_token, self.manager, f"admin API on {settings.host}:{settings.port}"
+        )
+        self.extensions = EXTENSIONS + (["model_repository"] if self.admin.enabled else [])
         self._grpc: Any = None
         self._infer_routes: dict[str, tuple[str, int | None]] = {}  # path -> (model, version)
 
@@ -134,6 +142,8 @@ class MserveApp:
             reply = _Reply(500, b'{"error":"internal server error"}')
         if reply.status == 503:  # overload, not ready, draining: all worth retrying
             reply.headers = ((b"retry-after", b"1"),)
+        elif reply.status == Unauthorized.http_status:
+            reply.headers = ((b"www-authenticate", b"Bearer"),)
         await send(
             {
                 "type": "http.response.start",
@@ -173,10 +183,18 @@ class MserveApp:
             return await self._v2_infer(known[0], known[1], scope, receive, started)
         parts = [p for p in path.split("/") if p]
         if path in ("/metrics", "/monitoring/prometheus/metrics"):
-            _allow(method, "GET")
+            MethodNotAllowed.unless(method, "GET")
             return _Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
-        if parts[:1] == ["v2"]:
+        if parts[:1] == ["v2"] and parts[1:2] != ["repository"]:
             return await self._v2(method, parts[1:], scope, receive, started)
+        if parts[:1] == ["admin"] or parts[:2] == ["v2", "repository"]:
+            self.admin.authorize(_header(scope, b"authorization"))
+            body = await self._body(scope, receive)
+            if parts[0] == "admin":
+                status, data = await self.admin.admin(method, parts[1:], body)
+            else:
+                status, data = await self.admin.repository(method, parts[2:], body)
+            return _Reply(status, orjson.dumps(data))
         if parts[:2] == ["v1", "models"] and len(parts) >= 3:
             return await self._v1(method, parts[2:], scope, receive, started)
         raise NotFoundError(f"no route for {path}")
@@ -185,10 +203,10 @@ class MserveApp:
         self, method: str, parts: list[str], scope: Scope, receive: Any, started: float
     ) -> _Reply:
         if not parts:
-            _allow(method, "GET")
+            MethodNotAllowed.unless(method, "GET")
             return _json({"name": "mserve", "version": self.version, "extensions": self.extensions})
         if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
-            _allow(method, "GET")
+            MethodNotAllowed.unless(method, "GET")
             if parts[1] == "live":
                 return _json({"live": True})
             ready = self.ready and not self.draining
@@ -196,7 +214,7 @@ class MserveApp:
         if parts[0] != "models":
             raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
         if parts[1:] in ([], ["stats"]):
-            _allow(method, "GET")
+            MethodNotAllowed.unless(method, "GET")
             return self._models() if len(parts) == 1 else _json(self.statistics(None, None))
         model = _model(parts[1])
         rest = parts[2:]
@@ -210,11 +228,11 @@ class MserveApp:
         if len(rest) > 1 or action not in ("", "ready", "config", "infer", "stats"):
             raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
         if action == "infer":
-            _allow(method, "POST")
+            MethodNotAllowed.unless(method, "POST")
             if len(self._infer_routes) < MAX_CACHED_ROUTES:
                 self._infer_routes["/v2/" + "/".join(parts)] = (model, version)
             return await self._v2_infer(model, version, scope, receive, started)
-        _allow(method, "GET")
+        MethodNotAllowed.unless(method, "GET")
         if action == "stats":
             return _json(self.statistics(model, version))
         if action == "ready":
@@ -270,10 +288,10 @@ class MserveApp:
         if verb:
             if verb != "predict" or rest:
                 raise NotFoundError(f"no route for :{verb}" if verb != "predict" else "no route")
-            _allow(method, "POST")
+            MethodNotAllowed.unless(method, "POST")
             served = self.manager.resolve(model, version, label)
             return await self._v1_predict(served, scope, receive, started)
-        _allow(method, "GET")
+        MethodNotAllowed.unless(method, "GET")
         if rest == ["metadata"]:
             return _json(tfserving.metadata(self.manager.resolve(model, version, label)))
         if rest:
@@ -425,11 +443,6 @@ def _int_header(value: bytes | None) -> int | None:
         return int(value)
     except ValueError:
         raise InputError("a numeric header is not a number") from None
-
-
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise _MethodNotAllowed(f"method {method} not allowed here; use {allowed}")
 
 
 def _model(text: str) -> str:

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
     405: grpc.StatusCode.UNIMPLEMENTED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     501: grpc.StatusCode.UNIMPLEMENTED,
@@ -142,6 +145,37 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
                 self.app.count(served, "grpc", exc, started)
             await self._fail(context, exc)
             raise  # abort() raises; this only tells the type checker
+
+    # -- repository extension (behind the admin token, sent as "authorization" metadata) ----
+
+    async def _authorize(self, context: Any) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        token = metadata.get("authorization")
+        try:
+            self.app.admin.authorize(token.encode() if isinstance(token, str) else None)
+        except MserveError as exc:
+            await self._fail(context, exc)
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        await self._authorize(context)
+        return json_format.ParseDict(
+            {"models": self.app.admin.index(request.ready)}, service_pb2.RepositoryIndexResponse()
+        )
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await self._set_serving(request, context, serving=True)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self._set_serving(request, context, serving=False)
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    async def _set_serving(self, request: Any, context: Any, *, serving: bool) -> None:
+        await self._authorize(context)
+        try:
+            await self.app.admin.set_serving(request.model_name, serving, dict(request.parameters))
+        except MserveError as exc:
+            await self._fail(context, exc)
 
     def _reply(self, served: Any, request: Any, outputs: list[Any]) -> Any:
         by_name = dict(zip(served.runner.output_names, outputs, strict=True))

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .batching import Executor
 
 log = logging.getLogger("mserve.server")
+UNLOADED = "unloaded through the repository API"
 
 
 @dataclass
@@ -83,6 +84,8 @@ class ModelManager:
         self._make_executor = make_executor
         # (model, version) -> (fingerprint of the files that failed, why): not retried until fixed
         self._failed: dict[tuple[str, int], tuple[str, str]] = {}
+        # Loaded ahead of a label move (promote, rollback); adopted by the next refresh.
+        self._prepared: dict[tuple[str, int], ServedVersion] = {}
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,7 +98,10 @@ class ModelManager:
         snapshot = self.snapshot
         versions = snapshot.served.get(model)
         if versions is None:
-            if model in snapshot.status:
+            statuses = snapshot.status.get(model)
+            if statuses is not None:
+                if statuses and all(s.error == UNLOADED for s in statuses.values()):
+                    raise NotFoundError(f"model '{model}' is {UNLOADED}")
                 raise NotReady(f"model '{model}' has no version ready")
             raise NotFoundError(f"model '{model}' not found")
         if label is not None:
@@ -133,19 +139,41 @@ class ModelManager:
             except Exception:  # a bad poll must never stop polling
                 log.exception("repository poll failed")
 
-    def refresh(self) -> None:
-        """Bring the served set in line with the repository (called by the poller)."""
+    def refresh(self, model: str | None = None) -> None:
+        """Bring the served set (or one model's) in line with the repository."""
         with self._refresh_lock:
             old = self.snapshot
-            new = Snapshot()
-            for model in self._models():
-                self._refresh_model(model, old, new)
+            if model is None:
+                new = Snapshot()
+                for name in self._models():
+                    self._refresh_model(name, old, new)
+            else:
+                new = Snapshot(dict(old.served), dict(old.labels), dict(old.status))
+                for part in (new.served, new.labels, new.status):
+                    part.pop(model, None)
+                if self.repository.model_dir(model).is_dir():
+                    self._refresh_model(model, old, new)
+            self._prepared.clear()
             self.snapshot = new
-            for model, versions in old.served.items():
+            for name, versions in old.served.items():
                 for number, served in versions.items():
-                    if new.served.get(model, {}).get(number) is not served:
+                    if new.served.get(name, {}).get(number) is not served:
                         # Freed when the last request holding it finishes (no explicit close).
-                        log.info("unloading %s:%s", model, number)
+                        log.info("unloading %s:%s", name, number)
+
+    def prepare(self, model: str, version: int) -> ServedVersion:
+        """Load ``version`` now, if it is not served, so that a label can move to it ready."""
+        with self._refresh_lock:
+            served = self.snapshot.served.get(model, {}).get(version)
+            if served is None:
+                settings = self.settings.defaults.override(self.repository.state(model).settings)
+                loaded = self._prepared.get((model, version)) or self._load(
+                    model, version, settings
+                )
+                if isinstance(loaded, str):
+                    raise NotReady(f"model '{model}' version {version} cannot be loaded: {loaded}")
+                self._prepared[(model, version)] = served = loaded
+            return served
 
     def _models(self) -> list[str]:
         try:
@@ -166,6 +194,12 @@ class ModelManager:
             new.labels[model] = old.labels.get(model, {})
             new.status[model] = old.status.get(model, {})
             return
+        if state.unloaded:  # taken out of service through the repository extension
+            new.labels[model] = {}
+            new.status[model] = {
+                v: VersionStatus(v, "END", UNLOADED) for v in versions if v not in state.retired
+            }
+            return
         live = [v for v in versions if v not in state.retired]
         labelled = set(state.labels.values())
         latest = self.settings.version_policy.latest
@@ -177,7 +211,7 @@ class ModelManager:
         for number in sorted(live, reverse=True):
             if latest is not None and newest_served >= latest and number not in labelled:
                 continue
-            current = old.served.get(model, {}).get(number)
+            current = old.served.get(model, {}).get(number) or self._prepared.get((model, number))
             loaded = (
                 current
                 if current is not None and current.settings == settings
@@ -189,11 +223,22 @@ class ModelManager:
                 newest_served += 1
             else:
                 status[number] = VersionStatus(number, "END", loaded)
-        status = dict(sorted(status.items()))
+        labels = {}
+        for label, number in state.labels.items():
+            if number in served:
+                labels[label] = number
+                continue
+            # The label moved to a version this server cannot load: it keeps the one before.
+            before = old.labels.get(model, {}).get(label, -1)
+            kept = old.served.get(model, {}).get(before)
+            if kept is not None and before not in state.retired:
+                served[before] = kept
+                status[before] = VersionStatus(before, "AVAILABLE")
+                labels[label] = before
         if served:
             new.served[model] = served
-        new.labels[model] = {k: v for k, v in state.labels.items() if v in served}
-        new.status[model] = status
+        new.labels[model] = labels
+        new.status[model] = dict(sorted(status.items()))
 
     def _load(self, model: str, version: int, settings: BatchSettings) -> ServedVersion | str:
         """A loaded version, or why it cannot be served (not retried until its files change)."""

@@ -60,3 +60,4 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     access_log: bool = True
     shutdown_grace_s: float = 30.0
+    admin_token: str | None = field(default=None, repr=False)  # None: the admin API is off

@@ -1,0 +1,310 @@
+"""``mserve promote``, ``rollback`` and ``retire``: lifecycle changes made through running servers'
+admin API (each named server in turn), or straight in a repository that servers poll.
+
+Exit codes: 0 done everywhere; 1 refused somewhere (a gate, a conflict, an unknown version);
+3 a server unreachable, a token refused, or --wait timed out. The worst outcome wins.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mserve.errors import MserveError, Unauthorized, UsageError
+
+from .options import JsonOption, TokenFileOption, admin_token
+from .output import console, emit_json, error_line, escape
+
+ModelArgument = Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")]
+VersionArgument = Annotated[int, typer.Argument(metavar="VERSION", help="Version number.")]
+ServersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--server",
+        metavar="URL",
+        envvar="MSERVE_SERVER",
+        help="A running server (admin API); repeat to change several in turn.",
+        show_default=False,
+    ),
+]
+TargetRepoOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--repo",
+        metavar="DIR",
+        help="Change the repository's model.json instead; servers polling it follow.",
+        show_default=False,
+    ),
+]
+LabelOption = Annotated[str, typer.Option("--label", metavar="LABEL", help="The label to move.")]
+ActorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        metavar="NAME",
+        envvar="MSERVE_ACTOR",
+        help="Who is making the change, for the audit trail [default: the CI user and job, "
+        "else user@host].",
+        show_default=False,
+    ),
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait", help="Return once every server answers with the version under the label."
+    ),
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout", metavar="SECONDS", help="Longest wait for each server, --wait included."
+    ),
+]
+
+
+@dataclass
+class Outcome:
+    target: str
+    change: dict[str, Any] | None = None
+    error: str | None = None
+    exit_code: int = 0
+    served_after_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "ok": self.exit_code == 0,
+            "change": self.change,
+            "error": self.error,
+            "served_after_s": self.served_after_s,
+        }
+
+
+def promote_command(
+    model: ModelArgument,
+    version: VersionArgument,
+    *,
+    label: LabelOption = "stable",
+    server: ServersOption = None,
+    repo: TargetRepoOption = None,
+    allow_breaking: Annotated[
+        bool,
+        typer.Option(
+            "--allow-breaking",
+            help="Promote even if clients of the label's current version would break.",
+        ),
+    ] = False,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 60.0,
+    actor: ActorOption = None,
+    token_file: TokenFileOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Move a label (default 'stable') to a version: it must validate, keep the label's clients
+    working, and be loaded and ready before the label moves."""
+    fields = {"version": version, "label": label, "allow_breaking": allow_breaking}
+    _run(
+        "promote",
+        model,
+        fields,
+        servers=server,
+        repo=repo,
+        wait=wait,
+        timeout=timeout,
+        actor=actor,
+        token_file=token_file,
+        json=json,
+    )
+
+
+def rollback_command(
+    model: ModelArgument,
+    *,
+    label: LabelOption = "stable",
+    server: ServersOption = None,
+    repo: TargetRepoOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 60.0,
+    actor: ActorOption = None,
+    token_file: TokenFileOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Move a label back to the version it named before its last promote."""
+    _run(
+        "rollback",
+        model,
+        {"label": label},
+        servers=server,
+        repo=repo,
+        wait=wait,
+        timeout=timeout,
+        actor=actor,
+        token_file=token_file,
+        json=json,
+    )
+
+
+def retire_command(
+    model: ModelArgument,
+    version: VersionArgument,
+    *,
+    server: ServersOption = None,
+    repo: TargetRepoOption = None,
+    timeout: TimeoutOption = 60.0,
+    actor: ActorOption = None,
+    token_file: TokenFileOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Stop serving a version for good (refused while a label names it)."""
+    fields = {"version": version}
+    _run(
+        "retire",
+        model,
+        fields,
+        servers=server,
+        repo=repo,
+        wait=False,
+        timeout=timeout,
+        actor=actor,
+        token_file=token_file,
+        json=json,
+    )
+
+
+def _run(
+    operation: str,
+    model: str,
+    fields: dict[str, Any],
+    *,
+    servers: list[str] | None,
+    repo: Path | None,
+    wait: bool,
+    timeout: float,
+    actor: str | None,
+    token_file: Path | None,
+    json: bool,
+) -> None:
+    from mserve.lifecycle import check_actor, default_actor
+
+    if bool(servers) == bool(repo):
+        raise UsageError("say where: --server URL (or MSERVE_SERVER), or --repo DIR, not both")
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if wait and repo is not None:
+        raise UsageError("--wait waits for servers: use it with --server")
+    fields["actor"] = check_actor(actor) if actor else default_actor()
+    if repo is not None:
+        outcomes = [_in_repository(operation, model, fields, repo)]
+    else:
+        token = admin_token(token_file, "--token-file")
+        outcomes = [
+            _on_server(operation, model, fields, url, token=token, timeout=timeout)
+            for url in servers or []
+        ]
+        if wait:
+            _wait(outcomes, model, fields.get("label", "stable"), timeout)
+    _report(operation, model, outcomes, json)
+
+
+def _in_repository(operation: str, model: str, fields: dict[str, Any], repo: Path) -> Outcome:
+    from mserve.lifecycle import Lifecycle
+    from mserve.repository import Repository
+
+    if not repo.is_dir():
+        raise UsageError(f"model repository {repo} does not exist")
+    lifecycle = Lifecycle(
+        Repository(repo), via=f"mserve {operation} --repo on {socket.gethostname()}"
+    )
+    try:
+        change = getattr(lifecycle, operation)(model, **fields)
+    except MserveError as exc:
+        return _failed(str(repo), exc)
+    return Outcome(str(repo), change.to_dict())
+
+
+def _on_server(
+    operation: str,
+    model: str,
+    fields: dict[str, Any],
+    url: str,
+    *,
+    token: str | None,
+    timeout: float,
+) -> Outcome:
+    from mserve.client import ServerClient
+
+    if token is None:
+        return _failed(
+            url, Unauthorized("no admin token: give --token-file FILE or set MSERVE_ADMIN_TOKEN")
+        )
+    client = ServerClient(url, timeout=timeout, token=token)
+    try:
+        return Outcome(url, client.change(model, operation, **fields)["change"])
+    except MserveError as exc:
+        return _failed(url, exc)
+    finally:
+        client.close()
+
+
+def _failed(target: str, error: MserveError) -> Outcome:
+    # A refusal (any 4xx: a gate, a conflict, an unknown version) is 1; the rest is 3.
+    return Outcome(target, error=error.message, exit_code=3 if error.exit_code == 3 else 1)
+
+
+def _wait(outcomes: list[Outcome], model: str, label: str, timeout: float) -> None:
+    """Poll each changed server until it serves the new version under the label."""
+    from mserve.client import ServerClient
+
+    started = time.monotonic()
+    for outcome in outcomes:
+        if outcome.change is None:
+            continue
+        version = outcome.change["to"]
+        client = ServerClient(outcome.target, timeout=5)
+        try:
+            while not client.serves(model, label, version):
+                if time.monotonic() - started > timeout:
+                    outcome.error = (
+                        f"{model}@{label} was not served by version {version} within {timeout:g} s"
+                    )
+                    outcome.exit_code = 3
+                    break
+                time.sleep(0.05)
+            else:
+                outcome.served_after_s = round(time.monotonic() - started, 3)
+        finally:
+            client.close()
+
+
+def _report(operation: str, model: str, outcomes: list[Outcome], json: bool) -> None:
+    code = max(o.exit_code for o in outcomes)
+    if json:
+        emit_json(
+            {
+                "operation": operation,
+                "model": model,
+                "ok": code == 0,
+                "results": [o.to_dict() for o in outcomes],
+            }
+        )
+    else:
+        from mserve.lifecycle import Change
+
+        for o in outcomes:
+            if o.change is not None:
+                change = Change.from_dict(o.change)
+                served = (
+                    f" (served after {o.served_after_s:.2f} s)"
+                    if o.served_after_s is not None
+                    else ""
+                )
+                console().print(f"{escape(o.target)}: {escape(change.describe())}{served}")
+            if o.error is not None:
+                error_line(f"{o.target}: {o.error}")
+    if code:
+        raise typer.Exit(code)

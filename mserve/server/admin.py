@@ -1,0 +1,245 @@
+"""The admin API (mserve's own) and the KServe V2 repository extension, behind one bearer token.
+
+    GET  /admin/models                     every model: versions, states, labels, retired, history
+    GET  /admin/models/{m}                 one model
+    POST /admin/models/{m}/promote         {"version": N, "label"?, "actor"?, "allow_breaking"?}
+    POST /admin/models/{m}/rollback        {"label"?, "actor"?}
+    POST /admin/models/{m}/retire          {"version": N, "actor"?}
+    POST /v2/repository/index              {"ready"?: bool}
+    POST /v2/repository/models/{m}/load    {"parameters"?: {...}}
+    POST /v2/repository/models/{m}/unload  {"parameters"?: {...}}
+
+Without a configured token every route answers 403; a missing or wrong token gets 401, with the
+same body whichever it was. Changes go through ``mserve.lifecycle`` (its gates, its audit entry,
+one ``model.json`` transaction) on a worker thread, so inference never waits on them, and answer
+once this server serves the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+from typing import Any
+
+import orjson
+
+from mserve.errors import (
+    AdminDisabled,
+    InputError,
+    MethodNotAllowed,
+    NotFoundError,
+    NotReady,
+    Unauthorized,
+)
+from mserve.lifecycle import STABLE, Change, Lifecycle, check_actor
+from mserve.repository import ModelState
+
+from .models import ModelManager
+
+HISTORY_SHOWN = 20
+BEARER = b"bearer "
+
+
+class Admin:
+    def __init__(self, token: str | None, manager: ModelManager, via: str) -> None:
+        self._token = token.encode() if token else None
+        self.manager = manager
+        self.lifecycle = Lifecycle(manager.repository, via=via, prepare=manager.prepare)
+        # One change at a time in this process; the repository's file lock orders processes.
+        self._changing = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self._token is not None
+
+    def authorize(self, authorization: bytes | None) -> None:
+        if self._token is None:
+            raise AdminDisabled(
+                "the admin API is off: start the server with MSERVE_ADMIN_TOKEN set or "
+                "--admin-token-file"
+            )
+        given = authorization or b""
+        scheme, token = given[: len(BEARER)], given[len(BEARER) :].strip()
+        # compare_digest takes as long whatever the token's content, so timing tells nothing.
+        if not (scheme.lower() == BEARER and hmac.compare_digest(token, self._token)):
+            raise Unauthorized("a valid admin token is required (Authorization: Bearer ...)")
+
+    # -- REST -------------------------------------------------------------------------------
+
+    async def admin(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
+        """``/admin/...`` (``parts`` after ``admin``), already authorized."""
+        if parts[:1] != ["models"] or len(parts) > 3:
+            raise NotFoundError(f"no route for /admin/{'/'.join(parts)}")
+        if len(parts) == 1:
+            MethodNotAllowed.unless(method, "GET")
+            return 200, {"models": await asyncio.to_thread(self.status)}
+        model = parts[1]
+        if len(parts) == 2:
+            MethodNotAllowed.unless(method, "GET")
+            return 200, (await asyncio.to_thread(self.status, model))[0]
+        MethodNotAllowed.unless(method, "POST")
+        fields = _fields(body, {"version", "label", "actor", "allow_breaking"})
+        actor = check_actor(_typed(fields, "actor", str, "unknown"))
+        label = _typed(fields, "label", str, STABLE)
+        if parts[2] == "promote":
+            version = _typed(fields, "version", int, None, required=True)
+            breaking = _typed(fields, "allow_breaking", bool, False)
+            change = await self._change(
+                model,
+                lambda: self.lifecycle.promote(
+                    model, version, label=label, actor=actor, allow_breaking=breaking
+                ),
+            )
+        elif parts[2] == "rollback":
+            change = await self._change(
+                model, lambda: self.lifecycle.rollback(model, label=label, actor=actor)
+            )
+        elif parts[2] == "retire":
+            version = _typed(fields, "version", int, None, required=True)
+            change = await self._change(
+                model, lambda: self.lifecycle.retire(model, version, actor=actor)
+            )
+        else:
+            raise NotFoundError(f"no route for /admin/{'/'.join(parts)}")
+        status = await asyncio.to_thread(self.status, model)
+        return 200, {"change": change.to_dict(), "model": status[0]}
+
+    async def repository(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
+        """The V2 repository extension (``parts`` after ``repository``), already authorized."""
+        MethodNotAllowed.unless(method, "POST")
+        if parts == ["index"]:
+            ready_only = _typed(_fields(body, {"ready"}), "ready", bool, False)
+            return 200, self.index(ready_only)
+        if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
+            parameters = _typed(_fields(body, {"parameters"}), "parameters", dict, {})
+            await self.set_serving(parts[1], parts[2] == "load", parameters)
+            return 200, {}
+        raise NotFoundError(f"no route for /v2/repository/{'/'.join(parts)}")
+
+    # -- operations (REST and gRPC) ---------------------------------------------------------
+
+    async def _change(self, model: str, operation: Any) -> Change:
+        def run() -> Change:
+            with self._changing:
+                change: Change = operation()
+                self.manager.refresh(model)
+                self._require_served(change)
+                return change
+
+        return await asyncio.to_thread(run)
+
+    def _require_served(self, change: Change) -> None:
+        if change.operation not in ("promote", "rollback") or change.label is None:
+            return
+        labels = self.manager.snapshot.labels.get(change.model, {})
+        if labels.get(change.label) != change.to_version:
+            statuses = self.manager.snapshot.status.get(change.model, {})
+            reason = statuses.get(change.to_version or 0)
+            why = f": {reason.error}" if reason is not None and reason.error else ""
+            raise NotReady(
+                f"'{change.label}' names {change.model}:{change.to_version}, which this server "
+                f"does not serve{why}"
+            )
+
+    async def set_serving(self, model: str, serving: bool, parameters: dict[str, Any]) -> None:
+        refused = [k for k in parameters if k == "config" or k.startswith("file:")]
+        if refused:
+            raise InputError(
+                f"parameter '{refused[0]}' refused: mserve serves only what its repository holds"
+            )
+
+        def run() -> None:
+            with self._changing:
+                self.lifecycle.set_serving(model, serving, actor="V2 repository API")
+                self.manager.refresh(model)
+            if serving and not self.manager.snapshot.served.get(model):
+                errors = [s.error for s in self.manager.snapshot.status.get(model, {}).values()]
+                raise NotReady(
+                    f"model '{model}' has no version that loads"
+                    + (f": {errors[-1]}" if any(errors) else "")
+                )
+
+        await asyncio.to_thread(run)
+
+    def index(self, ready_only: bool) -> list[dict[str, str]]:
+        entries = []
+        snapshot = self.manager.snapshot
+        for name, statuses in sorted(snapshot.status.items()):
+            for number, status in statuses.items():
+                ready = status.state == "AVAILABLE"
+                if ready or not ready_only:
+                    entries.append(
+                        {
+                            "name": name,
+                            "version": str(number),
+                            "state": "READY" if ready else "UNAVAILABLE",
+                            "reason": status.error,
+                        }
+                    )
+        return entries
+
+    def status(self, model: str | None = None) -> list[dict[str, Any]]:
+        """What the repository holds and what this server does with it, model by model."""
+        repository = self.manager.repository
+        names = [model] if model is not None else repository.models()
+        snapshot = self.manager.snapshot
+        report = []
+        for name in names:
+            versions = repository.versions(name)  # NotFoundError for an unknown model
+            state: ModelState = repository.state(name)
+            statuses = snapshot.status.get(name, {})
+            served_labels = snapshot.labels.get(name, {})
+            rows = []
+            for number in versions:
+                status = statuses.get(number)
+                rows.append(
+                    {
+                        "version": number,
+                        "state": status.state if status is not None else "END",
+                        "error": status.error if status is not None else "",
+                        "retired": number in state.retired,
+                        "labels": sorted(k for k, v in served_labels.items() if v == number),
+                    }
+                )
+            report.append(
+                {
+                    "name": name,
+                    "ready": bool(snapshot.served.get(name)),
+                    "unloaded": state.unloaded,
+                    "labels": served_labels,
+                    "labels_in_repository": state.labels,
+                    "versions": rows,
+                    "history": state.history[-HISTORY_SHOWN:],
+                }
+            )
+        return report
+
+
+def _fields(body: bytes, known: set[str]) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InputError("the body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise InputError("the body must be a JSON object")
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(f"unknown field '{unknown[0]}' (known: {', '.join(sorted(known))})")
+    return fields
+
+
+def _typed(
+    fields: dict[str, Any], name: str, kind: type, default: Any, *, required: bool = False
+) -> Any:
+    if name not in fields:
+        if required:
+            raise InputError(f"field '{name}' is required")
+        return default
+    value = fields[name]
+    # bool is an int in Python, never in a request
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"field '{name}' must be a {kind.__name__}")
+    return value
