@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled samples: export every framework, validate, list, show, predict,
-# then serve the repository and predict through the server.
+# then serve the repository, predict through the server, and promote, roll back and retire
+# versions through its admin API.
 # Usage: sample_models/demo.sh [REPO]   (default build/demo-models; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,8 @@ free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1"
 PORT=$(free_port)
 GRPC_PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
+# The admin token turns the admin API on; the CLI reads the same variable.
+export MSERVE_ADMIN_TOKEN=${MSERVE_ADMIN_TOKEN:-$(python -c 'import secrets; print(secrets.token_urlsafe())')}
 mserve serve "$MSERVE_REPO" --port "$PORT" --grpc-port "$GRPC_PORT" --no-access-log &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
@@ -62,6 +65,13 @@ run python -c 'import sys, numpy as np, tritonclient.grpc as g
 client = g.InferenceServerClient(sys.argv[1])
 x = g.InferInput("X", [1, 4], "FP32"); x.set_data_from_numpy(np.array([[6.7, 3.0, 5.2, 2.3]], np.float32))
 print("gRPC:", client.infer("iris", [x]).as_numpy("probabilities"))' "127.0.0.1:$GRPC_PORT"
+# The version lifecycle: gates, then the label moves once the server serves the version
+run mserve promote iris 1 --server "$URL" --wait --actor demo
+run mserve promote iris 2 --server "$URL" --wait --actor demo
+run mserve predict iris --server "$URL" --input '[[5.1, 3.5, 1.4, 0.2]]'
+run mserve rollback iris --server "$URL" --wait --actor demo
+run mserve retire iris 2 --server "$URL" --actor demo
+run mserve status iris --server "$URL"
 kill -TERM $SERVER && wait $SERVER
 trap - EXIT
 printf '\ndemo finished: repository at %s, server stopped cleanly\n' "$MSERVE_REPO"

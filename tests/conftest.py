@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def free_port() -> int:
 class Server:
     """A real ``mserve serve`` process on a free loopback port."""
 
-    def __init__(self, repo: Path, *args: str) -> None:
+    def __init__(self, repo: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
@@ -143,6 +144,7 @@ class Server:
             ],
             stdout=subprocess.DEVNULL,
             stderr=self._log_file,
+            env={**os.environ, **(env or {})},
         )
         self.wait_ready()
 
@@ -208,3 +210,30 @@ def server(served_repo: Path) -> Any:
     running = Server(served_repo)
     yield running
     assert running.stop() == 0
+
+
+def export_iris(repo: Path, iris_data: Any, features: int = 4) -> int:
+    """Publish the next iris version: a logistic regression on the first ``features`` columns."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = iris_data
+    model = LogisticRegression(max_iter=300).fit(x[:, :features], y)
+    return mserve.export(model, name="iris", repo=repo, sample=x[:5, :features]).version
+
+
+@pytest.fixture(scope="session")
+def three_versions(tmp_path_factory: pytest.TempPathFactory, iris_data: Any) -> Path:
+    """iris:1 and iris:2 take 4 features; iris:3 takes 3 (a breaking change)."""
+    repo = tmp_path_factory.mktemp("lifecycle") / "models"
+    export_iris(repo, iris_data)
+    export_iris(repo, iris_data)
+    export_iris(repo, iris_data, features=3)
+    return repo
+
+
+@pytest.fixture
+def repo3(tmp_path: Path, three_versions: Path) -> Path:
+    """A private copy of ``three_versions`` to change."""
+    repo = tmp_path / "models"
+    shutil.copytree(three_versions, repo)
+    return repo

@@ -145,6 +145,25 @@ def test_model_state_changes_are_transactions_and_survive(tmp_path: Path) -> Non
     assert [p.name for p in (tmp_path / "m").iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_concurrent_state_changes_from_several_processes_are_never_lost(tmp_path: Path) -> None:
+    publish(Repository(tmp_path))
+    script = (
+        "import sys\n"
+        "from mserve.repository import Repository\n"
+        "repo = Repository(sys.argv[1])\n"
+        "for i in range(40):\n"
+        "    repo.update_state('m', lambda s: s.history.append({'writer': sys.argv[2], 'i': i}))\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(n)]) for n in range(4)
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0] * 4
+    entries = Repository(tmp_path).state("m").history
+    assert len(entries) == 160  # every read-modify-write saw the one before it
+    for n in range(4):
+        assert [e["i"] for e in entries if e["writer"] == str(n)] == list(range(40))
+
+
 def test_a_corrupt_model_json_is_a_repository_error(tmp_path: Path) -> None:
     repo = Repository(tmp_path)
     publish(repo)

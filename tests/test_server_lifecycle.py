@@ -14,10 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-import mserve
 from mserve.repository import Repository
 
-from .conftest import Server, wait_until
+from .conftest import Server, export_iris, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +35,6 @@ def served_version(server: Server, model: str = "iris") -> str:
     return str(
         httpx.post(f"{server.url}/v2/models/{model}/infer", json=BODY).json()["model_version"]
     )
-
-
-def export_iris(repo: Path, iris_data: Any, features: int = 4) -> int:
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = iris_data
-    model = LogisticRegression(max_iter=300).fit(x[:, :features], y)
-    return mserve.export(model, name="iris", repo=repo, sample=x[:5, :features]).version
 
 
 def test_new_versions_are_picked_up_and_old_ones_unloaded(repo_copy: Path, iris_data: Any) -> None:
