@@ -28,7 +28,8 @@ ServersOption = Annotated[
         "--server",
         metavar="URL",
         envvar="MSERVE_SERVER",
-        help="A running server (admin API); repeat to change several in turn.",
+        help="A running server (admin API); repeat to change several in turn "
+        "(MSERVE_SERVER: URLs separated by spaces).",
         show_default=False,
     ),
 ]

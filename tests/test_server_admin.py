@@ -245,6 +245,22 @@ def test_a_version_that_cannot_load_never_gets_the_label(admin_server: Server, r
     assert served(admin_server) == "2"
 
 
+def test_a_label_moved_to_a_version_that_cannot_load_stays_where_it_was(
+    admin_server: Server, repo3: Path
+) -> None:
+    """Another writer (a hand edit, another server) points 'stable' at a broken version: this
+    server keeps serving the version the label named before, and says why."""
+    assert admin(admin_server, "promote", version=1).status_code == 200
+    (repo3 / "iris" / "2" / "model.onnx").write_bytes(b"broken")
+    Repository(repo3).update_state("iris", lambda s: s.labels.update(stable=2))
+    assert wait_until(
+        lambda: "sha256" in httpx.get(f"{admin_server.url}/v1/models/iris/versions/2").text
+    )
+    assert served(admin_server) == "1"
+    status = httpx.get(f"{admin_server.url}/admin/models/iris", headers=AUTH).json()
+    assert status["labels"] == {"stable": 1} and status["labels_in_repository"] == {"stable": 2}
+
+
 def test_promotes_under_steady_load_drop_no_request(admin_server: Server) -> None:
     results: list[tuple[int, str]] = []
     stop = threading.Event()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import threading
 from typing import Any
 
@@ -37,6 +38,7 @@ from mserve.repository import ModelState
 
 from .models import ModelManager
 
+log = logging.getLogger("mserve.server")
 HISTORY_SHOWN = 20
 BEARER = b"bearer "
 
@@ -123,6 +125,8 @@ class Admin:
         def run() -> Change:
             with self._changing:
                 change: Change = operation()
+                if change.changed:
+                    log.info("admin: %s, by %s", change.describe(), change.actor)
                 self.manager.refresh(model)
                 self._require_served(change)
                 return change
