@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from mserve.errors import MserveError
 
-from . import export, inspect, lifecycle, predict, serve, status, validate
+from . import bench, export, inspect, lifecycle, predict, serve, status, validate
 from .output import Mode, error_line
 
 
@@ -100,6 +100,7 @@ app.command("validate")(validate.validate_command)
 app.command("list")(inspect.list_command)
 app.command("show")(inspect.show_command)
 app.command("predict")(predict.predict_command)
+app.command("bench")(bench.bench_command)
 app.command("serve")(serve.serve_command)
 app.command("status")(status.status_command)
 app.command("promote")(lifecycle.promote_command)

@@ -15,9 +15,13 @@ if TYPE_CHECKING:
 @cache
 def console() -> Console:
     """stdout for people; rich is imported on first use, so `--help` stays fast."""
+    import os
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    # A CI log is no terminal: rich would wrap tables at 80 columns; logs have room.
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=160 if wide else None)
 
 
 @cache

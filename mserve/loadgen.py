@@ -1,0 +1,309 @@
+"""The load generator behind ``mserve bench --server``.
+
+Worker processes (one is rarely enough against a fast server: a Python client spends tens of
+microseconds per request) each run an event loop holding their share of the connections, and
+each connection sends one prebuilt request again and again, as perf_analyzer does by default:
+the generator spends its time on the wire, not on encoding. HTTP/1.1 keep-alive requests go
+out as prebuilt bytes and httptools parses the replies (httpx costs ~10x more per request, which
+would measure the client); gRPC calls go through grpc.aio with the request serialized once.
+Every worker runs the same wall-clock window, so their figures add up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from .bench import Measurement
+from .errors import UsageError
+from .signature import V2_BY_DTYPE
+
+if TYPE_CHECKING:
+    from .bench import Array
+
+PROTOCOLS = ("v2-json", "v2-binary", "tfserving", "grpc")
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_LIVE = "/inference.GRPCInferenceService/ServerLive"
+# Time to connect and warm up before the window opens (worker processes also need to start).
+START_DELAY_S = {"in process": 0.2, "processes": 2.0}
+STRAGGLER_S = 30.0  # a request still unanswered this long after the window ends is given up
+
+
+@dataclass(frozen=True)
+class Target:
+    """What every request of a run is: prebuilt HTTP bytes, or a gRPC method and message."""
+
+    host: str
+    port: int
+    http_request: bytes = b""
+    grpc_method: str = ""
+    grpc_message: bytes = b""
+
+
+def default_workers(concurrency: int) -> int:
+    """One process per 32 connections, at most one per core."""
+    return max(1, min(os.cpu_count() or 1, math.ceil(concurrency / 32)))
+
+
+def infer_target(
+    url: str,
+    protocol: str,
+    *,
+    model: str,
+    version: int,
+    inputs: dict[str, Array],
+    dtypes: dict[str, str],
+    grpc_port: int,
+) -> Target:
+    """The request ``protocol`` sends for one inference of ``model:version`` on ``inputs``."""
+    host, port = _address(url)
+    if protocol == "grpc":
+        return Target(
+            host,
+            grpc_port,
+            grpc_method=GRPC_INFER,
+            grpc_message=_grpc(model, version, inputs, dtypes),
+        )
+    if protocol == "tfserving":
+        columns = {name: _json_values(array).tolist() for name, array in inputs.items()}
+        path = f"/v1/models/{model}/versions/{version}:predict"
+        return Target(host, port, _post(host, port, path, orjson.dumps({"inputs": columns})))
+    path = f"/v2/models/{model}/versions/{version}/infer"
+    if protocol == "v2-json":
+        tensors = [
+            _tensor(name, array, dtypes[name]) | {"data": _json_values(array).ravel().tolist()}
+            for name, array in inputs.items()
+        ]
+        return Target(host, port, _post(host, port, path, orjson.dumps({"inputs": tensors})))
+    if protocol == "v2-binary":
+        from .server.v2 import raw_bytes  # the exact wire format the server reads
+
+        raw = [raw_bytes(array) for array in inputs.values()]
+        tensors = [
+            _tensor(name, array, dtypes[name]) | {"parameters": {"binary_data_size": len(data)}}
+            for (name, array), data in zip(inputs.items(), raw, strict=True)
+        ]
+        header = orjson.dumps({"inputs": tensors, "parameters": {"binary_data_output": True}})
+        extra = f"Inference-Header-Content-Length: {len(header)}\r\n"
+        return Target(
+            host,
+            port,
+            _post(
+                host,
+                port,
+                path,
+                header + b"".join(raw),
+                extra=extra,
+                content_type="application/octet-stream",
+            ),
+        )
+    raise UsageError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+
+
+def ceiling_target(target: Target) -> Target:
+    """The cheapest request the same server answers: what the generator manages at best."""
+    if target.grpc_method:
+        return Target(target.host, target.port, grpc_method=GRPC_LIVE, grpc_message=b"")
+    live = (f"GET /v2/health/live HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n\r\n").encode()
+    return Target(target.host, target.port, live)
+
+
+def run(
+    target: Target, *, concurrency: int, seconds: float, warmup: int = 1, workers: int = 1
+) -> Measurement:
+    """``concurrency`` connections keep one request each in flight for ``seconds``."""
+    import concurrent.futures
+    import multiprocessing
+
+    workers = max(1, min(workers, concurrency))
+    shares = [concurrency // workers + (i < concurrency % workers) for i in range(workers)]
+    start_at = time.time() + START_DELAY_S["in process" if workers == 1 else "processes"]
+    arguments = [(target, share, seconds, warmup, start_at) for share in shares]
+    if workers == 1:
+        parts = [_worker(*arguments[0])]
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            parts = list(pool.map(_worker, *zip(*arguments, strict=True)))
+    latencies = [ns for part in parts for ns in part[0]]
+    outcomes: Counter[str] = Counter()
+    for part in parts:
+        outcomes.update(part[1])
+    window = max(p[3] for p in parts) - min(p[2] for p in parts)
+    return Measurement(latencies, window, outcomes)
+
+
+# -- a worker process ----------------------------------------------------------------------
+
+
+def _worker(
+    target: Target, connections: int, seconds: float, warmup: int, start_at: float
+) -> tuple[list[int], Counter[str], float, float]:
+    """Latencies and outcomes of ``connections`` connections over the window, and the window."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        runner = asyncio.run
+    return runner(_connections(target, connections, seconds, warmup, start_at))  # type: ignore[no-any-return]
+
+
+async def _connections(
+    target: Target, connections: int, seconds: float, warmup: int, start_at: float
+) -> tuple[list[int], Counter[str], float, float]:
+    latencies: list[int] = []
+    outcomes: Counter[str] = Counter()
+    end_at = start_at + seconds
+    began: list[float] = []
+
+    async def connection(send: Any) -> None:
+        for _ in range(warmup):
+            await send()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        began.append(time.time())
+        clock = time.perf_counter_ns
+        while time.time() < end_at:
+            before = clock()
+            outcome = await send()
+            if outcome == "ok":
+                latencies.append(clock() - before)
+            outcomes[outcome] += 1
+
+    async def all_connections(make_sender: Any) -> None:
+        senders = [await make_sender() for _ in range(connections)]
+        await asyncio.wait_for(
+            asyncio.gather(*(connection(send) for send in senders)),
+            timeout=max(0.0, end_at - time.time()) + STRAGGLER_S,
+        )
+
+    if target.grpc_method:
+        import grpc
+
+        async with grpc.aio.insecure_channel(f"{target.host}:{target.port}") as channel:
+            call = channel.unary_unary(
+                target.grpc_method,
+                request_serializer=lambda message: message,
+                response_deserializer=lambda reply: reply,
+            )
+            await all_connections(lambda: _grpc_sender(call, target.grpc_message))
+    else:
+        await all_connections(lambda: _http_sender(target))
+    return latencies, outcomes, min(began, default=start_at), time.time()
+
+
+async def _grpc_sender(call: Any, message: bytes) -> Any:
+    import grpc
+
+    async def send() -> str:
+        try:
+            await call(message)
+        except grpc.aio.AioRpcError as exc:
+            return str(exc.code().name)
+        return "ok"
+
+    return send
+
+
+async def _http_sender(target: Target) -> Any:
+    import httptools
+
+    class Reply:
+        done = False
+
+        def on_message_complete(self) -> None:
+            self.done = True
+
+    state: dict[str, Any] = {}
+
+    async def connect() -> None:
+        state["reader"], state["writer"] = await asyncio.open_connection(target.host, target.port)
+        state["reply"] = Reply()
+        state["parser"] = httptools.HttpResponseParser(state["reply"])
+
+    await connect()
+
+    async def send() -> str:
+        reply, parser = state["reply"], state["parser"]
+        reply.done = False
+        try:
+            state["writer"].write(target.http_request)
+            while not reply.done:
+                data = await state["reader"].read(262144)
+                if not data:
+                    raise ConnectionError
+                parser.feed_data(data)
+        except (OSError, httptools.HttpParserError):
+            state["writer"].close()
+            await connect()
+            return "connection"
+        status = parser.get_status_code()
+        return "ok" if 200 <= status < 300 else str(status)
+
+    return send
+
+
+# -- request bodies --------------------------------------------------------------------------
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UsageError(f"--server {url!r}: mserve bench speaks plain http://HOST:PORT")
+    return parts.hostname, parts.port or 80
+
+
+def _post(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    *,
+    extra: str = "",
+    content_type: str = "application/json",
+) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+def _tensor(name: str, array: Array, dtype: str) -> dict[str, Any]:
+    return {"name": name, "shape": list(array.shape), "datatype": V2_BY_DTYPE.get(dtype, "BYTES")}
+
+
+def _json_values(array: Array) -> Array:
+    """Numbers as they are; strings as text; bytes as ``{"b64": ...}`` (TF Serving's form)."""
+    import numpy as np
+
+    if array.dtype != object:
+        return array
+    values: Array = np.vectorize(
+        lambda v: {"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else str(v),
+        otypes=[object],
+    )(array)
+    return values
+
+
+def _grpc(model: str, version: int, inputs: dict[str, Array], dtypes: dict[str, str]) -> bytes:
+    from tritonclient.grpc import service_pb2
+
+    from .server.v2 import raw_bytes
+
+    request = service_pb2.ModelInferRequest(model_name=model, model_version=str(version))
+    for name, array in inputs.items():
+        request.inputs.add(
+            name=name, datatype=V2_BY_DTYPE.get(dtypes[name], "BYTES"), shape=list(array.shape)
+        )
+        request.raw_input_contents.append(raw_bytes(array))
+    return bytes(request.SerializeToString())
