@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mserve.bench import Array, Measurement, Result
 
 Measure = Callable[[float | None, int | None], "Measurement"]
+RANDOM = Path("random")  # --input random: generated values, even where samples are stored
 
 
 @dataclass
@@ -88,9 +89,9 @@ def bench_command(
         Path | None,
         typer.Option(
             "--input",
-            metavar="FILE",
-            help="Input rows (.json, .npy, .npz, .csv) [default: the version's stored samples, "
-            "else random values from the signature].",
+            metavar="FILE|random",
+            help="Input rows (.json, .npy, .npz, .csv), or 'random' for values generated from "
+            "the signature [default: the version's stored samples, else random].",
             show_default=False,
         ),
     ] = None,
@@ -301,6 +302,8 @@ def _data(
     from mserve.runtime import coerce_tensor
     from mserve.validation import SAMPLE_INPUTS
 
+    if input_file == RANDOM:
+        return None, "random values from the signature"
     if input_file is not None:
         bound = inputs.bind([s.name for s in specs], inputs.load_file(input_file))
         missing = [s.name for s in specs if s.name not in bound]
@@ -368,13 +371,13 @@ def _remote(
     run = Run("remote", ref.model, version, source, {"server": url, "protocol": protocol})
     if baseline is not None and other is not None:
         run.baseline = {"model": baseline.model, "version": other[0]}
-    with _Progress(quiet) as progress:
+    with _Progress(quiet) as progress, loadgen.LoadGenerator() as generator:
         first = target(ref.model, version, specs, data, batch_sizes[0])
         top = max(concurrencies)
         ceiling_workers = workers or loadgen.default_workers(top)
         task = progress.start(f"load generator ceiling, {top} connections", 2.0, None)
         ceiling = _in_background(
-            lambda: loadgen.run(
+            lambda: generator.run(
                 loadgen.ceiling_target(first),
                 concurrency=top,
                 seconds=min(2.0, seconds),
@@ -401,7 +404,7 @@ def _remote(
                     def go(share: float | None, _: int | None) -> Measurement:
                         job = progress.start(label, share, None)
                         return _in_background(
-                            lambda: loadgen.run(
+                            lambda: generator.run(
                                 t, concurrency=c, seconds=share or seconds, warmup=warmup, workers=n
                             ),
                             progress,

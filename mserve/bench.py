@@ -80,7 +80,7 @@ class Result:
             requests=ok + sum(outcomes.values()),
             errors=sum(outcomes.values()),
             errors_by_status=dict(sorted(outcomes.items())),
-            seconds=round(seconds, 3),
+            seconds=round(seconds, 6),
             throughput_rps=round(throughput, 2),
             rows_per_s=round(throughput * batch_size, 2),
             latency_ms={k: round(v, 4) for k, v in figures.items()},

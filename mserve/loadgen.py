@@ -18,7 +18,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 PROTOCOLS = ("v2-json", "v2-binary", "tfserving", "grpc")
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 GRPC_LIVE = "/inference.GRPCInferenceService/ServerLive"
-# Time to connect and warm up before the window opens (worker processes also need to start).
-START_DELAY_S = {"in process": 0.2, "processes": 2.0}
+START_DELAY_S = 0.3  # to connect and warm up before the window opens
+PROCESS_START_S = 2.0  # more when worker processes start (Python, numpy, grpc imports)
 STRAGGLER_S = 30.0  # a request still unanswered this long after the window ends is given up
 
 
@@ -117,29 +117,56 @@ def ceiling_target(target: Target) -> Target:
     return Target(target.host, target.port, live)
 
 
-def run(
-    target: Target, *, concurrency: int, seconds: float, warmup: int = 1, workers: int = 1
-) -> Measurement:
-    """``concurrency`` connections keep one request each in flight for ``seconds``."""
-    import concurrent.futures
-    import multiprocessing
+class LoadGenerator:
+    """Runs loads; its worker processes start once and serve every step and round after."""
 
-    workers = max(1, min(workers, concurrency))
-    shares = [concurrency // workers + (i < concurrency % workers) for i in range(workers)]
-    start_at = time.time() + START_DELAY_S["in process" if workers == 1 else "processes"]
-    arguments = [(target, share, seconds, warmup, start_at) for share in shares]
-    if workers == 1:
-        parts = [_worker(*arguments[0])]
-    else:
+    def __init__(self) -> None:
+        self._pool: Any = None
+        self._size = 0
+
+    def __enter__(self) -> LoadGenerator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def run(
+        self, target: Target, *, concurrency: int, seconds: float, warmup: int = 1, workers: int = 1
+    ) -> Measurement:
+        """``concurrency`` connections keep one request each in flight for ``seconds``."""
+        workers = max(1, min(workers, concurrency))
+        shares = [concurrency // workers + (i < concurrency % workers) for i in range(workers)]
+        if workers == 1:
+            parts = [_worker(target, concurrency, seconds, warmup, time.time() + START_DELAY_S)]
+        else:
+            cold = self._processes(workers)
+            start_at = time.time() + START_DELAY_S + (PROCESS_START_S if cold else 0.0)
+            jobs = [
+                self._pool.submit(_worker, target, share, seconds, warmup, start_at)
+                for share in shares
+            ]
+            parts = [job.result() for job in jobs]
+        latencies = [ns for part in parts for ns in part[0]]
+        outcomes: Counter[str] = Counter()
+        for part in parts:
+            outcomes.update(part[1])
+        window = max(p[3] for p in parts) - min(p[2] for p in parts)
+        return Measurement(latencies, window, outcomes)
+
+    def _processes(self, count: int) -> bool:
+        """Make sure ``count`` worker processes exist; True if they have to start first."""
+        import concurrent.futures
+        import multiprocessing
+
+        if self._size >= count:
+            return False
+        if self._pool is not None:
+            self._pool.shutdown()
         context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(pool.map(_worker, *zip(*arguments, strict=True)))
-    latencies = [ns for part in parts for ns in part[0]]
-    outcomes: Counter[str] = Counter()
-    for part in parts:
-        outcomes.update(part[1])
-    window = max(p[3] for p in parts) - min(p[2] for p in parts)
-    return Measurement(latencies, window, outcomes)
+        self._pool = concurrent.futures.ProcessPoolExecutor(count, mp_context=context)
+        self._size = count
+        return True
 
 
 # -- a worker process ----------------------------------------------------------------------
@@ -166,12 +193,12 @@ async def _connections(
     end_at = start_at + seconds
     began: list[float] = []
 
-    async def connection(send: Any) -> None:
+    async def drive(connection: _Connection) -> None:
         for _ in range(warmup):
-            await send()
+            await connection.send()
         await asyncio.sleep(max(0.0, start_at - time.time()))
         began.append(time.time())
-        clock = time.perf_counter_ns
+        clock, send = time.perf_counter_ns, connection.send
         while time.time() < end_at:
             before = clock()
             outcome = await send()
@@ -179,12 +206,16 @@ async def _connections(
                 latencies.append(clock() - before)
             outcomes[outcome] += 1
 
-    async def all_connections(make_sender: Any) -> None:
-        senders = [await make_sender() for _ in range(connections)]
-        await asyncio.wait_for(
-            asyncio.gather(*(connection(send) for send in senders)),
-            timeout=max(0.0, end_at - time.time()) + STRAGGLER_S,
-        )
+    async def drive_all(open_connection: Any) -> None:
+        opened = [await open_connection() for _ in range(connections)]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(drive(c) for c in opened)),
+                timeout=max(0.0, end_at - time.time()) + STRAGGLER_S,
+            )
+        finally:
+            for connection in opened:
+                connection.close()
 
     if target.grpc_method:
         import grpc
@@ -195,61 +226,80 @@ async def _connections(
                 request_serializer=lambda message: message,
                 response_deserializer=lambda reply: reply,
             )
-            await all_connections(lambda: _grpc_sender(call, target.grpc_message))
+            await drive_all(lambda: _GrpcCalls(call, target.grpc_message).connect())
     else:
-        await all_connections(lambda: _http_sender(target))
+        await drive_all(lambda: _HttpConnection(target).connect())
     return latencies, outcomes, min(began, default=start_at), time.time()
 
 
-async def _grpc_sender(call: Any, message: bytes) -> Any:
-    import grpc
+class _Connection(Protocol):
+    async def send(self) -> str: ...  # "ok", or the failure's status
+    def close(self) -> None: ...
 
-    async def send() -> str:
+
+class _GrpcCalls:
+    """Calls on the worker's one channel (gRPC multiplexes them on one HTTP/2 connection)."""
+
+    def __init__(self, call: Any, message: bytes) -> None:
+        self.call, self.message = call, message
+
+    async def connect(self) -> _GrpcCalls:
+        return self
+
+    async def send(self) -> str:
+        import grpc
+
         try:
-            await call(message)
+            await self.call(self.message)
         except grpc.aio.AioRpcError as exc:
             return str(exc.code().name)
         return "ok"
 
-    return send
+    def close(self) -> None:
+        pass
 
 
-async def _http_sender(target: Target) -> Any:
-    import httptools
+class _HttpConnection:
+    """One keep-alive connection sending the prebuilt request; replies parsed by httptools."""
 
-    class Reply:
-        done = False
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.done = False
+        self.writer: asyncio.StreamWriter | None = None
 
-        def on_message_complete(self) -> None:
-            self.done = True
+    def on_message_complete(self) -> None:  # httptools' callback
+        self.done = True
 
-    state: dict[str, Any] = {}
+    async def connect(self) -> _HttpConnection:
+        import httptools
 
-    async def connect() -> None:
-        state["reader"], state["writer"] = await asyncio.open_connection(target.host, target.port)
-        state["reply"] = Reply()
-        state["parser"] = httptools.HttpResponseParser(state["reply"])
+        self.close()
+        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port)
+        self.parser = httptools.HttpResponseParser(self)
+        return self
 
-    await connect()
+    async def send(self) -> str:
+        import httptools
 
-    async def send() -> str:
-        reply, parser = state["reply"], state["parser"]
-        reply.done = False
+        assert self.writer is not None
+        self.done = False
         try:
-            state["writer"].write(target.http_request)
-            while not reply.done:
-                data = await state["reader"].read(262144)
+            self.writer.write(self.target.http_request)
+            while not self.done:
+                data = await self.reader.read(262144)
                 if not data:
                     raise ConnectionError
-                parser.feed_data(data)
+                self.parser.feed_data(data)
         except (OSError, httptools.HttpParserError):
-            state["writer"].close()
-            await connect()
+            await self.connect()
             return "connection"
-        status = parser.get_status_code()
+        status = self.parser.get_status_code()
         return "ok" if 200 <= status < 300 else str(status)
 
-    return send
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 # -- request bodies --------------------------------------------------------------------------
