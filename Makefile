@@ -30,9 +30,11 @@ docs:
 samples:
 	$(BIN)/python sample_models/build.py
 
-bench:
+bench:  # benchmarks/server.py also needs wrk (apt-get install -y wrk)
 	$(BIN)/python benchmarks/cli.py
 	$(BIN)/python benchmarks/export.py
+	$(BIN)/python benchmarks/promote.py
+	$(BIN)/python benchmarks/bench_harness.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

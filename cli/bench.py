@@ -340,90 +340,86 @@ def _remote(
 
     if protocol not in loadgen.PROTOCOLS:
         raise UsageError(f"--protocol {protocol!r}: use one of {', '.join(loadgen.PROTOCOLS)}")
-    client = ServerClient(url)
-    try:
 
-        def prepare(reference: Reference) -> tuple[int, list[Any], dict[str, Array] | None, str]:
+    @dataclass
+    class Version:
+        model: str
+        number: int
+        specs: list[Any]
+        data: dict[str, Array] | None
+        source: str
+
+        @classmethod
+        def find(cls, client: ServerClient, reference: Reference) -> Version:
             specs = client.signature(reference.model, client.resolve(reference))
             data, source = _data(specs, input_file, None)
             # One real request pins the version: a label or the default may move mid-run.
-            sample = bench.make_inputs(specs, 1, shapes=shapes, data=data)
-            version, _ = client.infer(reference, sample)
-            return version, specs, data, source
+            number, _ = client.infer(
+                reference, bench.make_inputs(specs, 1, shapes=shapes, data=data)
+            )
+            return cls(reference.model, number, specs, data, source)
 
-        version, specs, data, source = prepare(ref)
-        other = prepare(baseline) if baseline is not None else None
+        def target(self, size: int) -> loadgen.Target:
+            return loadgen.infer_target(
+                url,
+                protocol,
+                model=self.model,
+                version=self.number,
+                inputs=bench.make_inputs(self.specs, size, shapes=shapes, data=self.data),
+                dtypes={s.name: s.dtype for s in self.specs},
+                grpc_port=grpc_port,
+            )
+
+    client = ServerClient(url)
+    try:
+        ours = Version.find(client, ref)
+        theirs = Version.find(client, baseline) if baseline is not None else None
     finally:
         client.close()
+    run = Run("remote", ours.model, ours.number, ours.source, {"server": url, "protocol": protocol})
+    if theirs is not None:
+        run.baseline = {"model": theirs.model, "version": theirs.number}
 
-    def target(model: str, number: int, specs: list[Any], data: Any, size: int) -> Any:
-        arrays = bench.make_inputs(specs, size, shapes=shapes, data=data)
-        return loadgen.infer_target(
-            url,
-            protocol,
-            model=model,
-            version=number,
-            inputs=arrays,
-            dtypes={s.name: s.dtype for s in specs},
-            grpc_port=grpc_port,
-        )
-
-    run = Run("remote", ref.model, version, source, {"server": url, "protocol": protocol})
-    if baseline is not None and other is not None:
-        run.baseline = {"model": baseline.model, "version": other[0]}
     with _Progress(quiet) as progress, loadgen.LoadGenerator() as generator:
-        first = target(ref.model, version, specs, data, batch_sizes[0])
+
+        def measure(target: loadgen.Target, c: int, label: str) -> Measure:
+            def go(share_s: float | None, _: int | None) -> Measurement:
+                return _in_background(
+                    lambda: generator.run(
+                        target,
+                        concurrency=c,
+                        seconds=share_s or seconds,
+                        warmup=warmup,
+                        workers=workers or loadgen.default_workers(c),
+                    ),
+                    progress,
+                    progress.start(label, share_s, None),
+                )
+
+            return go
+
         top = max(concurrencies)
-        ceiling_workers = workers or loadgen.default_workers(top)
-        task = progress.start(f"load generator ceiling, {top} connections", 2.0, None)
-        ceiling = _in_background(
-            lambda: generator.run(
-                loadgen.ceiling_target(first),
-                concurrency=top,
-                seconds=min(2.0, seconds),
-                workers=ceiling_workers,
-            ),
-            progress,
-            task,
-        )
+        ceiling = measure(
+            loadgen.ceiling_target(ours.target(1)),
+            top,
+            f"load generator ceiling, {top} connections",
+        )(min(2.0, seconds), None)
         run.setup |= {
-            "workers": ceiling_workers,
+            "workers": workers or loadgen.default_workers(top),
             "generator_ceiling_rps": bench.Result.of(1, top, [ceiling]).throughput_rps,
         }
         for size in batch_sizes:
-            ours_target = target(ref.model, version, specs, data, size)
-            theirs_target = (
-                target(baseline.model, other[0], other[1], other[2], size)
-                if baseline is not None and other is not None
-                else None
-            )
+            mine, other = ours.target(size), theirs.target(size) if theirs is not None else None
             for c in concurrencies:
-                n = workers or loadgen.default_workers(c)
-
-                def measure(t: Any, label: str, c: int = c, n: int = n) -> Measure:
-                    def go(share: float | None, _: int | None) -> Measurement:
-                        job = progress.start(label, share, None)
-                        return _in_background(
-                            lambda: generator.run(
-                                t, concurrency=c, seconds=share or seconds, warmup=warmup, workers=n
-                            ),
-                            progress,
-                            job,
-                        )
-
-                    return go
-
                 step = f"batch {size}, concurrency {c}"
-                candidate = measure(ours_target, f"{ref.model}:{version} {step}")
-                against = (
-                    measure(theirs_target, f"baseline {step}")
-                    if theirs_target is not None
-                    else None
+                candidate = measure(mine, c, f"{ours.model}:{ours.number} {step}")
+                against = measure(other, c, f"baseline {step}") if other is not None else None
+                measured, compared = bench.rounds(
+                    candidate, against, seconds=seconds, iterations=None
                 )
-                ours, theirs = bench.rounds(candidate, against, seconds=seconds, iterations=None)
-                run.results.append(bench.Result.of(size, c, ours))
-                if theirs:
-                    run.baseline_results.append(bench.Result.of(size, c, theirs))
+                run.results.append(bench.Result.of(size, c, measured))
+                if compared:
+                    run.baseline_results.append(bench.Result.of(size, c, compared))
     return run
 
 

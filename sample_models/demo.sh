@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled samples: export every framework, validate, list, show, predict,
-# then serve the repository, predict through the server, and promote, roll back and retire
-# versions through its admin API.
+# bench, then serve the repository, predict and bench through the server, and promote, roll
+# back and retire versions through its admin API.
 # Usage: sample_models/demo.sh [REPO]   (default build/demo-models; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,8 @@ run mserve predict iris --input '[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]'
 run mserve predict churn --input '{"tenure_months": [[3]], "monthly_charge": [[80.5]], "contract": [["monthly"]], "region": [["north"]]}'
 run mserve predict iris-keras --input @$S/iris_two_inputs_sample.npz
 run mserve predict diabetes --input @$S/diabetes_sample.npy --json
+# Latency and throughput on onnxruntime, with a gate a CI job would set
+run mserve bench iris --batch-size 1 --batch-size 32 --duration 1 --max-p99-ms 1000
 # Serve the repository on a free loopback port, and ask it (the CLI, KServe V2, TF Serving REST)
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
@@ -65,6 +67,7 @@ run python -c 'import sys, numpy as np, tritonclient.grpc as g
 client = g.InferenceServerClient(sys.argv[1])
 x = g.InferInput("X", [1, 4], "FP32"); x.set_data_from_numpy(np.array([[6.7, 3.0, 5.2, 2.3]], np.float32))
 print("gRPC:", client.infer("iris", [x]).as_numpy("probabilities"))' "127.0.0.1:$GRPC_PORT"
+run mserve bench iris --server "$URL" --concurrency 1 --concurrency 8 --duration 2
 # The version lifecycle: gates, then the label moves once the server serves the version
 run mserve promote iris 1 --server "$URL" --wait --actor demo
 run mserve promote iris 2 --server "$URL" --wait --actor demo
