@@ -454,6 +454,7 @@ class _Progress:
 
         self.enabled = not quiet and err_console().is_terminal
         self._progress: Any = None
+        self._by_time: dict[Any, bool] = {}  # task -> its bar counts seconds (else requests)
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -481,14 +482,14 @@ class _Progress:
         if self._progress is None:
             return None
         total = seconds if seconds is not None else iterations
-        return self._progress.add_task(
-            description, total=total, done="", by_time=seconds is not None
-        )
+        task = self._progress.add_task(description, total=total, done="")
+        self._by_time[task] = seconds is not None
+        return task
 
     def update(self, task: Any, done: int | None, elapsed: float) -> None:
         if self._progress is None or task is None:
             return
-        by_time = self._progress.tasks[task].fields["by_time"]
+        by_time = self._by_time[task]
         text = f"{done} requests" if done is not None else ""
         self._progress.update(task, completed=elapsed if by_time else done, done=text)
 

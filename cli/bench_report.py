@@ -44,6 +44,8 @@ def report(
         escape(title), "version", "batch", "conc", "requests", "errors", "req/s", "rows/s",
         *PERCENTILE_KEYS,
     )  # fmt: skip
+    for column in figures.columns:  # a narrow terminal folds figures, never cuts them
+        column.overflow = "fold"
     for role, r in rows:
         figures.add_row(
             escape(role),
