@@ -15,7 +15,7 @@ import typer
 from mserve.errors import UsageError
 from mserve.reference import Reference
 
-from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
+from .options import DEFAULT_REPO, JsonOption, LocalOrServerOption, RefArgument, RepoOption
 
 if TYPE_CHECKING:
     from mserve.bench import Array, Measurement, Result
@@ -42,15 +42,7 @@ def bench_command(
     ref: RefArgument,
     *,
     repo: RepoOption = DEFAULT_REPO,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            metavar="URL",
-            envvar="MSERVE_SERVER",
-            help="Benchmark a running server instead of onnxruntime in this process.",
-            show_default=False,
-        ),
-    ] = None,
+    server: LocalOrServerOption = None,
     batch_size: Annotated[
         list[int] | None,
         typer.Option(metavar="N", help="Rows per request; repeat for a sweep [default: 1]."),

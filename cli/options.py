@@ -48,6 +48,16 @@ ServerOption = Annotated[
         show_default=False,
     ),
 ]
+LocalOrServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        metavar="URL",
+        envvar="MSERVE_SERVER",
+        help="A running server to use instead of onnxruntime in this process.",
+        show_default=False,
+    ),
+]
 TokenFileOption = Annotated[
     Path | None,
     typer.Option(

@@ -9,7 +9,7 @@ import typer
 from mserve.reference import Reference
 from mserve.repository import Repository
 
-from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
+from .options import DEFAULT_REPO, JsonOption, LocalOrServerOption, RefArgument, RepoOption
 from .output import console, emit_json, escape, table
 
 
@@ -30,14 +30,7 @@ def predict_command(
         ),
     ],
     repo: RepoOption = DEFAULT_REPO,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            metavar="URL",
-            envvar="MSERVE_SERVER",
-            help="Ask a running server instead of running the model locally.",
-        ),
-    ] = None,
+    server: LocalOrServerOption = None,
     json: JsonOption = False,
 ) -> None:
     """Run a version locally with onnxruntime (or on a server) and print its outputs."""

@@ -157,17 +157,7 @@ class Lifecycle:
                 raise Conflict(f"{model}:{version} is retired; only live versions are promoted")
             if current is not None and not allow_breaking:
                 self._require_compatible(model, current, version, label)
-            self.prepare(model, version)
-            state.labels[label] = version
-            return self._change(
-                model,
-                "promote",
-                True,
-                label=label,
-                from_version=current,
-                to_version=version,
-                actor=actor,
-            )
+            return self._move(state, model, "promote", label, version, actor)
 
         return self._transaction(model, apply)
 
@@ -187,17 +177,7 @@ class Lifecycle:
                 raise Conflict(f"cannot roll '{label}' back to {model}:{target}: it is retired")
             if target not in self.repository.versions(model):
                 raise Conflict(f"cannot roll '{label}' back to {model}:{target}: it was deleted")
-            self.prepare(model, target)
-            state.labels[label] = target
-            return self._change(
-                model,
-                "rollback",
-                True,
-                label=label,
-                from_version=current,
-                to_version=target,
-                actor=actor,
-            )
+            return self._move(state, model, "rollback", label, target, actor)
 
         return self._transaction(model, apply)
 
@@ -234,6 +214,23 @@ class Lifecycle:
         return self._transaction(model, apply)
 
     # -- pieces -----------------------------------------------------------------------------
+
+    def _move(  # noqa: PLR0917 (one call shape, two callers)
+        self, state: ModelState, model: str, operation: str, label: str, target: int, actor: str
+    ) -> Change:
+        """Move ``label`` to ``target`` once this process can serve it (``prepare``)."""
+        current = state.labels.get(label)
+        self.prepare(model, target)
+        state.labels[label] = target
+        return self._change(
+            model,
+            operation,
+            True,
+            label=label,
+            from_version=current,
+            to_version=target,
+            actor=actor,
+        )
 
     def _transaction(self, model: str, apply: Callable[[ModelState], Change]) -> Change:
         changes: list[Change] = []
