@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from .bench import Measurement
-from .errors import UsageError
+from .errors import EnvironmentProblem, UsageError
 from .signature import V2_BY_DTYPE
 
 if TYPE_CHECKING:
@@ -208,11 +208,15 @@ async def _connections(
 
     async def drive_all(open_connection: Any) -> None:
         opened = [await open_connection() for _ in range(connections)]
+        tasks = [asyncio.ensure_future(drive(c)) for c in opened]
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(drive(c) for c in opened)),
-                timeout=max(0.0, end_at - time.time()) + STRAGGLER_S,
-            )
+            await asyncio.wait(tasks, timeout=max(0.0, end_at - time.time()) + STRAGGLER_S)
+            for task in tasks:
+                if not task.done():  # its request never came back
+                    task.cancel()
+                    outcomes["timeout"] += 1
+                elif (error := task.exception()) is not None:
+                    raise error
         finally:
             for connection in opened:
                 connection.close()
@@ -274,24 +278,34 @@ class _HttpConnection:
         import httptools
 
         self.close()
-        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port)
+        try:
+            self.reader, self.writer = await asyncio.open_connection(
+                self.target.host, self.target.port
+            )
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot connect to {self.target.host}:{self.target.port}: {exc.strerror or exc}"
+            ) from None
         self.parser = httptools.HttpResponseParser(self)
         return self
 
     async def send(self) -> str:
         import httptools
 
-        assert self.writer is not None
         self.done = False
         try:
+            if self.writer is None:  # the server closed the last one: a new connection
+                await self.connect()
+            assert self.writer is not None
             self.writer.write(self.target.http_request)
             while not self.done:
                 data = await self.reader.read(262144)
                 if not data:
                     raise ConnectionError
                 self.parser.feed_data(data)
-        except (OSError, httptools.HttpParserError):
-            await self.connect()
+        except (OSError, EnvironmentProblem, httptools.HttpParserError):
+            self.close()
+            await asyncio.sleep(0.01)  # a refusing server is not to be hammered
             return "connection"
         status = self.parser.get_status_code()
         return "ok" if 200 <= status < 300 else str(status)

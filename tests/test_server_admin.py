@@ -154,6 +154,8 @@ def test_promote_rollback_retire_round_trip_through_the_cli(
         ("GET", "/admin/models/iris/promote", None, 405, "use POST"),
         ("POST", "/admin/models", None, 405, "use GET"),
         ("POST", "/admin/models/iris/delete", {}, 404, "no route"),
+        ("POST", "/admin/models/iris/retire", {"version": 1, "label": "x"}, 400, "unknown field"),
+        ("POST", "/admin/models/iris/rollback", {"version": 1}, 400, "unknown field 'version'"),
         ("GET", "/admin/models/nosuch", None, 404, "not found"),
         (
             "POST",

@@ -40,6 +40,11 @@ from .models import ModelManager
 
 log = logging.getLogger("mserve.server")
 HISTORY_SHOWN = 20
+FIELDS = {  # what each change's body may hold
+    "promote": {"version", "label", "actor", "allow_breaking"},
+    "rollback": {"label", "actor"},
+    "retire": {"version", "actor"},
+}
 BEARER = b"bearer "
 
 
@@ -80,30 +85,23 @@ class Admin:
         if len(parts) == 2:
             MethodNotAllowed.unless(method, "GET")
             return 200, (await asyncio.to_thread(self.status, model))[0]
+        operation = parts[2]
+        if operation not in FIELDS:
+            raise NotFoundError(f"no route for /admin/{'/'.join(parts)}")
         MethodNotAllowed.unless(method, "POST")
-        fields = _fields(body, {"version", "label", "actor", "allow_breaking"})
+        fields = _fields(body, FIELDS[operation])
         actor = check_actor(_typed(fields, "actor", str, "unknown"))
         label = _typed(fields, "label", str, STABLE)
-        if parts[2] == "promote":
-            version = _typed(fields, "version", int, None, required=True)
-            breaking = _typed(fields, "allow_breaking", bool, False)
-            change = await self._change(
-                model,
-                lambda: self.lifecycle.promote(
-                    model, version, label=label, actor=actor, allow_breaking=breaking
-                ),
-            )
-        elif parts[2] == "rollback":
-            change = await self._change(
-                model, lambda: self.lifecycle.rollback(model, label=label, actor=actor)
-            )
-        elif parts[2] == "retire":
-            version = _typed(fields, "version", int, None, required=True)
-            change = await self._change(
-                model, lambda: self.lifecycle.retire(model, version, actor=actor)
-            )
-        else:
-            raise NotFoundError(f"no route for /admin/{'/'.join(parts)}")
+        version = _typed(fields, "version", int, None, required="version" in FIELDS[operation])
+        breaking = _typed(fields, "allow_breaking", bool, False)
+        run = {
+            "promote": lambda: self.lifecycle.promote(
+                model, version, label=label, actor=actor, allow_breaking=breaking
+            ),
+            "rollback": lambda: self.lifecycle.rollback(model, label=label, actor=actor),
+            "retire": lambda: self.lifecycle.retire(model, version, actor=actor),
+        }[operation]
+        change = await self._change(model, run)
         status = await asyncio.to_thread(self.status, model)
         return 200, {"change": change.to_dict(), "model": status[0]}
 
