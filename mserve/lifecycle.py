@@ -219,6 +219,8 @@ class Lifecycle:
         self, state: ModelState, model: str, operation: str, label: str, target: int, actor: str
     ) -> Change:
         """Move ``label`` to ``target`` once this process can serve it (``prepare``)."""
+        if state.unloaded:
+            raise Conflict(f"model '{model}' is unloaded; load it before moving its labels")
         current = state.labels.get(label)
         self.prepare(model, target)
         state.labels[label] = target

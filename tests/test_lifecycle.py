@@ -103,6 +103,17 @@ def test_refusals(lifecycle: Lifecycle, repo3: Path) -> None:
     assert len(history(repo3)) == 2  # nothing refused left a trace
 
 
+def test_labels_of_an_unloaded_model_do_not_move(lifecycle: Lifecycle, repo3: Path) -> None:
+    lifecycle.promote("iris", 1, actor="a")
+    assert lifecycle.set_serving("iris", False, actor="a").changed
+    with pytest.raises(Conflict, match="unloaded; load it before"):
+        lifecycle.promote("iris", 2, actor="a")
+    assert lifecycle.set_serving("iris", True, actor="a").changed
+    assert not lifecycle.set_serving("iris", True, actor="a").changed
+    assert lifecycle.promote("iris", 2, actor="a").changed
+    assert [e["operation"] for e in history(repo3)] == ["promote", "unload", "load", "promote"]
+
+
 def test_the_last_live_version_is_not_retired(lifecycle: Lifecycle) -> None:
     lifecycle.retire("iris", 1, actor="a")
     lifecycle.retire("iris", 2, actor="a")
