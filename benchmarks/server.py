@@ -5,8 +5,10 @@
 The server is pinned to CPU 0, wrk (one thread) to CPU 1. Models: a tiny scikit-learn logistic
 regression on 4 features, and an MLP 256 -> 1024 -> 1024 -> 10 (batching on, from its
 model.json settings). Bodies are batch-1 KServe V2 requests, JSON and binary. Measured in the
-same run, for scale: wrk's ceiling against a constant endpoint, the bare ASGI + onnxruntime app
-(bare_app.py) on the same models, and a bare onnxruntime loop (the compute limit).
+same run, for scale: the bare ASGI + onnxruntime app (bare_app.py, the issue's reference) and the
+same work on a raw uvloop protocol without ASGI (raw_app.py, the floor of any Python server here)
+on the same models, each also answering a constant (wrk's and uvicorn's ceilings), and a bare
+onnxruntime loop (the compute limit).
 Results go to stdout and, as JSON lines, to benchmarks/server-results.jsonl.
 """
 
@@ -227,6 +229,28 @@ def onnxruntime_loop(path: Path, width: int, seconds: float = 3.0) -> float:
     return float(out.stdout.strip())
 
 
+BARE_APP = [
+    str(BIN / "uvicorn"),
+    "bare_app:app",
+    "--port",
+    "18600",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--app-dir",
+    str(HERE),
+]
+# name -> (label of its constant reply, label of its /infer runs)
+APPS = {
+    "raw": ("wrk ceiling (raw protocol, constant reply)", "raw protocol+onnxruntime"),
+    "bare": ("uvicorn ceiling (bare ASGI app, constant reply)", "bare ASGI+onnxruntime"),
+}
+
+
 def main() -> None:
     import argparse
 
@@ -247,47 +271,36 @@ def main() -> None:
         print(f"bare onnxruntime loop, {model}: {onnxruntime_loop(paths[model], width):9.1f} req/s")
 
     for model in ("tiny", "mlp"):
-        port = 18600
-        bare = start(
-            [
-                str(BIN / "uvicorn"),
-                "bare_app:app",
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--app-dir",
-                str(HERE),
-            ],
-            f"http://127.0.0.1:{port}/",
-            env={**os.environ, "MODEL_PATH": str(paths[model])},
-        )
-        try:
-            if model == "tiny":
-                load(
-                    "wrk ceiling (bare app, constant reply)",
-                    f"http://127.0.0.1:{port}/",
-                    made["tiny-json"][0],
-                    None,
-                    concurrency=64,
-                    seconds=args.seconds,
-                )
-            for c in args.concurrency:
-                load(
-                    f"bare ASGI+onnxruntime {model} json",
-                    f"http://127.0.0.1:{port}/infer",
-                    made[f"{model}-json"][0],
-                    None,
-                    concurrency=c,
-                    seconds=args.seconds,
-                )
-        finally:
-            stop(bare)
+        for name, command, port in (
+            ("raw", [sys.executable, str(HERE / "raw_app.py"), "18599"], 18599),
+            ("bare", BARE_APP, 18600),
+        ):
+            app = start(
+                command,
+                f"http://127.0.0.1:{port}/",
+                {**os.environ, "MODEL_PATH": str(paths[model])},
+            )
+            try:
+                if model == "tiny":
+                    load(
+                        APPS[name][0],
+                        f"http://127.0.0.1:{port}/",
+                        made["tiny-json"][0],
+                        None,
+                        concurrency=64,
+                        seconds=args.seconds,
+                    )
+                for c in args.concurrency:
+                    load(
+                        f"{APPS[name][1]} {model} json",
+                        f"http://127.0.0.1:{port}/infer",
+                        made[f"{model}-json"][0],
+                        None,
+                        concurrency=c,
+                        seconds=args.seconds,
+                    )
+            finally:
+                stop(app)
 
     port = 18601
     server = start(

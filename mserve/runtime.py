@@ -101,16 +101,23 @@ class ModelRunner:
         return dict(zip(self.output_names, self.run_arrays(feeds), strict=True))
 
     def run_arrays(self, feeds: Arrays) -> list[Any]:
-        from onnxruntime.capi import onnxruntime_pybind11_state as state
-
         try:
-            return list(self.session.run(None, feeds))
-        except (state.InvalidArgument, state.RuntimeException, state.Fail) as exc:
+            outputs: list[Any] = self.session.run(self.output_names, feeds)
+        except _request_errors() as exc:
             # The inputs already fit the signature, so what fails now is their content or how
             # they fit together (e.g. two inputs with different batch sizes): the request's fault.
             raise InputError(f"the model rejected the input: {_first_line(exc)}") from None
         except Exception as exc:  # anything else (out of memory, a provider failure) is ours
             raise MserveError(f"inference failed: {_first_line(exc)}") from None
+        return outputs
+
+
+@cache
+def _request_errors() -> tuple[type[Exception], ...]:
+    """onnxruntime's errors that a request's inputs cause (imported once, not per call)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return (state.InvalidArgument, state.RuntimeException, state.Fail)
 
 
 def coerce_tensor(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:

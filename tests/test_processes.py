@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,6 +81,14 @@ def assert_only_complete_versions(repo: Path) -> list[int]:
     return versions
 
 
+# CPython's own report of an interrupt it had to drop (it arrived inside an import lock's
+# callback); the export then runs on. Not mserve's output, and not something it can catch.
+interpreter_notes = re.compile(
+    r"Exception ignored in: <function _get_module_lock.*?\n(KeyboardInterrupt|SystemExit)[^\n]*\n",
+    re.S,
+)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_export_stopped_by_a_signal_leaves_nothing_behind(
     repo: Path, iris_joblib: Path, iris_sample_npy: Path, sig: int
@@ -88,7 +97,7 @@ def test_an_export_stopped_by_a_signal_leaves_nothing_behind(
     for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 2.0):
         result = stop_midway(iris_joblib, repo, iris_sample_npy, sig, delay)
         assert result is not None
-        assert "Traceback" not in result.stderr, result.stderr
+        assert "Traceback" not in interpreter_notes.sub("", result.stderr), result.stderr
         assert_only_complete_versions(repo)
         if (repo / "iris").exists():
             leftovers = [p.name for p in (repo / "iris").iterdir() if p.name.startswith(".staging")]

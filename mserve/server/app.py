@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import sys
 import time
 import zlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any
@@ -33,7 +35,7 @@ from mserve.reference import check_label, check_model_name, parse_version
 
 from . import tfserving, v2
 from .admin import Admin
-from .batching import make_executor, rows_of
+from .batching import Inline, make_executor, rows_of
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .models import ModelManager, ServedVersion
@@ -42,8 +44,10 @@ from .settings import ServerSettings
 log = logging.getLogger("mserve.server")
 JSON = b"application/json"
 Scope = dict[str, Any]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 MAX_CACHED_ROUTES = 4096
+_REQUEST_ID = re.compile(rb"[!-~]+")
 
 
 class _Disconnected(Exception):
@@ -128,44 +132,55 @@ class MserveApp:
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
-        scope["mserve.headers"] = dict(scope["headers"])  # read once; names arrive lower-case
-        # The client's id (for tracing across services) is echoed, so it is capped.
-        request_id = (_header(scope, b"x-request-id") or str(next(self._ids)).encode())[:128]
+        scope["mserve.headers"] = headers = dict(scope["headers"])  # names arrive lower-case
         try:
             reply = await self._route(scope, receive, started)
         except _Disconnected:
             return
-        except MserveError as exc:
-            reply = _Reply(exc.http_status, orjson.dumps({"error": exc.message}))
-        except Exception:  # a bug: log it, tell the client only that it happened
-            log.exception("internal error on %s %s", scope["method"], scope["path"])
-            reply = _Reply(500, b'{"error":"internal server error"}')
+        except Exception as exc:
+            reply = self._failure(exc, scope["method"], scope["path"])
+        status, head, body = self._answer(reply, headers, scope["method"], scope["path"], started)
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+    def _failure(self, exc: Exception, method: str, path: str) -> _Reply:
+        if isinstance(exc, MserveError):
+            return _Reply(exc.http_status, orjson.dumps({"error": exc.message}))
+        # A bug: log it, tell the client only that it happened.
+        log.error("internal error on %s %s", method, path, exc_info=exc)
+        return _Reply(500, b'{"error":"internal server error"}')
+
+    def _answer(
+        self, reply: _Reply, headers: dict[bytes, bytes], method: str, path: str, started: float
+    ) -> Answer:
+        """Status, headers and body of a reply (both HTTP paths), with its access-log line."""
+        # The client's id (for tracing across services) is echoed, so it is capped and must be
+        # printable ASCII.
+        request_id = bytes(headers.get(b"x-request-id", b""))[:128]
+        if not _REQUEST_ID.fullmatch(request_id):
+            request_id = str(next(self._ids)).encode()
         if reply.status == 503:  # overload, not ready, draining: all worth retrying
             reply.headers = ((b"retry-after", b"1"),)
         elif reply.status == Unauthorized.http_status:
             reply.headers = ((b"www-authenticate", b"Bearer"),)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": [
-                    (b"content-type", reply.content_type),
-                    (b"content-length", str(len(reply.body)).encode()),
-                    (b"x-request-id", request_id),
-                    *reply.headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": reply.body})
+        head = [
+            (b"content-type", reply.content_type),
+            (b"content-length", str(len(reply.body)).encode()),
+            (b"x-request-id", request_id),
+            *reply.headers,
+        ]
         if self.settings.access_log:
-            self._access_log(scope, reply, request_id, started)
+            self._access_log(method, path, reply, request_id, started)
+        return reply.status, head, reply.body
 
-    def _access_log(self, scope: Scope, reply: _Reply, request_id: bytes, started: float) -> None:
+    def _access_log(
+        self, method: str, path: str, reply: _Reply, request_id: bytes, started: float
+    ) -> None:
         line = {
             "ts": round(time.time(), 3),
             "id": request_id.decode(errors="replace"),
-            "method": scope["method"],
-            "path": scope["path"],
+            "method": method,
+            "path": path,
             "status": reply.status,
             "ms": round((time.perf_counter() - started) * 1000, 3),
         }
@@ -173,6 +188,59 @@ class MserveApp:
             line["model"], line["version"] = reply.model, reply.version
         sys.stderr.buffer.write(orjson.dumps(line) + b"\n")
         sys.stderr.flush()
+
+    # -- the direct path (http.py): V2 infer without ASGI -------------------------------------
+
+    def direct_route(self, target: bytes) -> str | None:
+        """The path of a V2 infer route seen before, if TARGET (a request's raw target) is one.
+        A raw target equal to a cached path has no query and no percent-escapes."""
+        path = target.decode("latin-1")
+        return path if path in self._infer_routes else None
+
+    def infer_direct(
+        self, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None, started: float
+    ) -> Answer | Coroutine[Any, Any, Answer]:
+        """Answer a V2 infer at once when its version runs inline; else return a coroutine
+        that answers once its batch has run. BODY is None when it was over the size limit."""
+        head = dict(headers)
+        try:
+            served = self.manager.resolve(*self._infer_routes[path])
+        except MserveError as exc:
+            return self._answer(self._failure(exc, "POST", path), head, "POST", path, started)
+        try:
+            if body is None:
+                limit = self.settings.max_body_bytes
+                raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
+            request = self._v2_decode(served, head, self._inflate(head, body))
+            if not isinstance(served.executor, Inline):
+                return self._infer_later(served, request, head, path, started)
+            outputs = served.executor.run_now(request.feeds)
+            reply = self._v2_reply(served, request, outputs, started)
+        except Exception as exc:
+            reply = self._failed(served, exc, "POST", path, started)
+        return self._answer(reply, head, "POST", path, started)
+
+    async def _infer_later(
+        self,
+        served: ServedVersion,
+        request: v2.InferRequest,
+        headers: dict[bytes, bytes],
+        path: str,
+        started: float,
+    ) -> Answer:
+        try:
+            outputs = await served.executor.run(request.feeds)
+            reply = self._v2_reply(served, request, outputs, started)
+        except Exception as exc:
+            reply = self._failed(served, exc, "POST", path, started)
+        return self._answer(reply, headers, "POST", path, started)
+
+    def _failed(
+        self, served: ServedVersion, exc: Exception, method: str, path: str, started: float
+    ) -> _Reply:
+        if isinstance(exc, MserveError):
+            self.count(served, "v2", exc, started)
+        return self._failure(exc, method, path)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -253,23 +321,36 @@ class MserveApp:
         served = self.manager.resolve(model, version)
         try:
             body = await self._body(scope, receive)
-            length = _header(scope, v2.HEADER_LENGTH)
-            request = v2.decode(body, _int_header(length), served.signature)
+            request = self._v2_decode(served, scope["mserve.headers"], body)
             outputs = await served.executor.run(request.feeds)
-            payload, header_length = v2.encode(served, request, outputs)
+            return self._v2_reply(served, request, outputs, started)
         except MserveError as exc:
             self.count(served, "v2", exc, started)
             raise
+
+    @staticmethod
+    def _v2_decode(
+        served: ServedVersion, headers: dict[bytes, bytes], body: bytes
+    ) -> v2.InferRequest:
+        length = _int_header(headers.get(v2.HEADER_LENGTH))
+        return v2.decode(body, length, served.signature, served.input_plan)
+
+    def _v2_reply(
+        self, served: ServedVersion, request: v2.InferRequest, outputs: list[Any], started: float
+    ) -> _Reply:
+        """Encode a V2 answer and count the request as a success."""
+        payload, header_length = v2.encode(served, request, outputs)
         self.count(served, "v2", None, started, rows_of(request.feeds))
+        version = str(served.version)
         if header_length is None:
-            return _Reply(200, payload, model=model, version=str(served.version))
+            return _Reply(200, payload, model=served.model, version=version)
         return _Reply(
             200,
             payload,
             b"application/octet-stream",
             ((v2.HEADER_LENGTH, str(header_length).encode()),),
-            model,
-            str(served.version),
+            served.model,
+            version,
         )
 
     async def _v1(
@@ -340,11 +421,15 @@ class MserveApp:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = _header(scope, b"content-encoding")
+        return self._inflate(scope["mserve.headers"], body)
+
+    def _inflate(self, headers: dict[bytes, bytes], body: bytes) -> bytes:
+        encoding = headers.get(b"content-encoding")
         if encoding in (None, b"identity"):
             return body
         if encoding not in (b"gzip", b"deflate"):
             raise InputError(f"unsupported Content-Encoding {encoding.decode(errors='replace')}")
+        limit = self.settings.max_body_bytes
         inflater = zlib.decompressobj(wbits=31 if encoding == b"gzip" else 15)
         try:
             inflated = inflater.decompress(body, limit + 1)

@@ -48,6 +48,9 @@ class Inline:
         self.observer = observer
 
     async def run(self, feeds: Arrays) -> list[Any]:
+        return self.run_now(feeds)
+
+    def run_now(self, feeds: Arrays) -> list[Any]:
         if self.observer is None:
             return self.runner.run_arrays(feeds)
         start = time.perf_counter()

@@ -121,7 +121,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         served = None
         try:
             served = self.app.manager.resolve(request.model_name, _version(request.model_version))
-            feeds = v2.Feeds(served.signature)
+            feeds = v2.Feeds(served.input_plan)
             raw = list(request.raw_input_contents)
             for index, tensor in enumerate(request.inputs):
                 data = None

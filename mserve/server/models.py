@@ -20,6 +20,7 @@ from mserve.runtime import ModelRunner
 from mserve.signature import V2_BY_DTYPE
 
 from .settings import BatchSettings, ServerSettings
+from .v2 import InputPlan, input_plan
 
 if TYPE_CHECKING:
     from mserve.signature import Signature
@@ -47,6 +48,10 @@ class ServedVersion:
     @cached_property
     def version_text(self) -> str:
         return str(self.version)
+
+    @cached_property
+    def input_plan(self) -> dict[str, InputPlan]:
+        return input_plan(self.signature)
 
     @cached_property
     def output_plan(self) -> dict[str, tuple[int, str]]:

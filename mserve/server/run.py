@@ -12,6 +12,7 @@ import signal
 from typing import Any
 
 from .app import create_app
+from .http import protocol_for
 from .settings import ServerSettings
 
 
@@ -27,7 +28,7 @@ def serve(settings: ServerSettings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(app),  # httptools, with a direct path for V2 inference
         lifespan="on",
         access_log=False,  # the app writes its own structured access log
         proxy_headers=False,  # a middleware per request, for X-Forwarded-* mserve does not use

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from mserve.errors import InputError
@@ -20,8 +21,6 @@ from mserve.signature import V2_BY_DTYPE, Signature, TensorSpec, numpy_dtype
 from .batching import batchable
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .models import ServedVersion
 
 HEADER_LENGTH = b"inference-header-content-length"  # the binary extension's header
@@ -35,7 +34,34 @@ class InferRequest:
     id: Any = None
 
 
-def decode(body: bytes, header_length: int | None, signature: Signature) -> InferRequest:
+class InputPlan(NamedTuple):
+    """What decoding needs of one input, worked out once per version."""
+
+    spec: TensorSpec
+    datatype: str | None  # the V2 datatype a request must declare
+    floats: Any  # the numpy dtype for float inputs, read straight from JSON; else None
+    where: str  # how errors name it
+
+
+def input_plan(signature: Signature) -> dict[str, InputPlan]:
+    return {
+        spec.name: InputPlan(
+            spec,
+            V2_BY_DTYPE.get(spec.dtype),
+            numpy_dtype(spec.dtype) if spec.dtype.startswith("float") else None,
+            f"input {spec.name!r}",
+        )
+        for spec in signature.inputs
+    }
+
+
+def decode(
+    body: bytes,
+    header_length: int | None,
+    signature: Signature,
+    plan: dict[str, InputPlan] | None = None,
+) -> InferRequest:
+    """A V2 request. PLAN is ``input_plan(signature)``, which a server works out once."""
     if header_length is not None and not 0 <= header_length <= len(body):
         raise InputError("Inference-Header-Content-Length is larger than the body")
     header = body if header_length is None else body[:header_length]
@@ -46,7 +72,7 @@ def decode(body: bytes, header_length: int | None, signature: Signature) -> Infe
         raise InputError(f"malformed JSON: {exc.msg}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise InputError("the request needs an 'inputs' list")
-    feeds = Feeds(signature)
+    feeds = Feeds(plan if plan is not None else input_plan(signature))
     offset = 0
     for tensor in request["inputs"]:
         if not isinstance(tensor, dict):
@@ -69,37 +95,37 @@ def decode(body: bytes, header_length: int | None, signature: Signature) -> Infe
 class Feeds:
     """Decoded inputs, checked against the signature (shared by REST and gRPC)."""
 
-    def __init__(self, signature: Signature) -> None:
-        self.specs = {spec.name: spec for spec in signature.inputs}
+    def __init__(self, plan: dict[str, InputPlan]) -> None:
+        self.plan = plan
         self.arrays: dict[str, Any] = {}
 
     def add(self, name: Any, datatype: Any, shape: Any, raw: bytes | None, data: Any) -> None:
         if not isinstance(name, str):
             raise InputError("each input needs a 'name'")
-        spec = self.specs.get(name)
-        if spec is None:
-            known = ", ".join(map(repr, self.specs))
+        plan = self.plan.get(name)
+        if plan is None:
+            known = ", ".join(map(repr, self.plan))
             raise InputError(f"unknown input '{name}'; the model takes {known}")
         if name in self.arrays:
             raise InputError(f"input '{name}' is given twice")
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise InputError(f"input '{name}': 'shape' must be a list of non-negative integers")
-        expected = V2_BY_DTYPE.get(spec.dtype)
-        if datatype != expected:
-            raise InputError(f"input '{name}' has datatype {datatype}; the model takes {expected}")
-        if raw is not None:  # exactly the declared dtype and shape: only the shape to check
-            self.arrays[name] = fit_shape(
-                spec, _from_bytes(raw, spec, shape, name), f"input {name!r}"
+        if datatype != plan.datatype:
+            raise InputError(
+                f"input '{name}' has datatype {datatype}; the model takes {plan.datatype}"
             )
-        elif spec.dtype.startswith("float"):  # JSON numbers become floats without loss of sense
+        spec = plan.spec
+        if raw is not None:  # exactly the declared dtype and shape: only the shape to check
+            self.arrays[name] = fit_shape(spec, _from_bytes(raw, spec, shape, name), plan.where)
+        elif plan.floats is not None:  # JSON numbers become floats without loss of sense
             self.arrays[name] = fit_shape(
-                spec, _from_json(data, spec, shape, name), f"input {name!r}"
+                spec, _from_json(data, plan.floats, shape, name), plan.where
             )
         else:  # integers, booleans, strings: coerce_tensor refuses 1.5 for an int, 2 for a bool
             self.arrays[name] = coerce_tensor(spec, _from_json(data, None, shape, name))
 
     def complete(self) -> dict[str, Any]:
-        missing = [name for name in self.specs if name not in self.arrays]
+        missing = [name for name in self.plan if name not in self.arrays]
         if missing:
             raise InputError(f"missing input {', '.join(map(repr, missing))}")
         return self.arrays
@@ -112,14 +138,11 @@ def _count(shape: list[int]) -> int:
     return count
 
 
-def _from_json(data: Any, spec: TensorSpec | None, shape: list[int], name: str) -> Any:
-    """The JSON values as an array of ``shape``: of the spec's dtype if given, else as parsed."""
-    import numpy as np
-
+def _from_json(data: Any, dtype: Any, shape: list[int], name: str) -> Any:
+    """The JSON values as an array of ``shape``: of DTYPE if given, else as parsed."""
     if data is None:
         raise InputError(f"input '{name}' has neither 'data' nor binary_data_size")
     try:
-        dtype = None if spec is None else numpy_dtype(spec.dtype)
         array = np.asarray(data, dtype=dtype).reshape(-1)
     except (ValueError, TypeError):
         raise InputError(f"input '{name}': 'data' is not a flat or nested list of values") from None
@@ -129,8 +152,6 @@ def _from_json(data: Any, spec: TensorSpec | None, shape: list[int], name: str) 
 
 
 def _from_bytes(raw: bytes, spec: TensorSpec, shape: list[int], name: str) -> Any:
-    import numpy as np
-
     count = _count(shape)
     if spec.dtype == "string":
         values = _unpack_strings(raw, name)
@@ -207,8 +228,6 @@ def encode(
 
 def raw_bytes(array: Any) -> bytes:
     """A tensor as the binary extension and gRPC carry it: little-endian, row-major."""
-    import numpy as np
-
     if array.dtype == object:
         return _pack_strings(array)
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

@@ -1,0 +1,138 @@
+"""uvicorn's httptools protocol with a direct path for V2 inference.
+
+Measured on the 2-core project VM (benchmarks/RESULTS.md), uvicorn's ASGI layer (a scope, a
+request cycle, an event and a task per request, every response header checked by regex) took
+about as long per request as parsing, inference and encoding together: a bare ASGI app answered
+half the requests of the same handler on a raw uvloop protocol. So a POST to a V2 infer URL the
+app has routed before skips ASGI: the body is gathered here and handed to
+``MserveApp.infer_direct``, which answers at once when the version runs inline, or with a
+coroutine when it batches. Everything else (every other route, a first request, uploads that
+announce ``Expect: 100-continue``, upgrades, a request pipelined behind one still running)
+takes uvicorn's own path, as do connection handling, keep-alive, flow control and shutdown.
+
+This subclasses uvicorn internals, so pyproject pins the uvicorn versions it was tested with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from .app import Answer, MserveApp
+
+
+class _NoEvent:
+    def set(self) -> None:
+        """uvicorn sets its cycle's event when the connection is lost; nothing waits here."""
+
+
+class _Direct:
+    """Stands in for uvicorn's RequestResponseCycle while a direct request is on the
+    connection: uvicorn's own code reads ``response_complete`` (to queue a request pipelined
+    behind it), ``keep_alive`` (cleared by a graceful shutdown) and ``disconnected``."""
+
+    __slots__ = ("chunks", "keep_alive", "path", "response_complete", "size", "started")
+    disconnected = False
+    message_event = _NoEvent()
+
+    def __init__(self, path: str, keep_alive: bool) -> None:
+        self.path = path
+        self.keep_alive = keep_alive
+        self.started = time.perf_counter()
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.response_complete = False
+
+
+class DirectHttpProtocol(HttpToolsProtocol):
+    app: MserveApp  # set by protocol_for()
+    limit: int
+    _reading_paused_for_writes = False
+
+    def on_headers_complete(self) -> None:
+        path = None
+        if (
+            self.parser.get_method() == b"POST"
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.expect_100_continue
+            and not self.parser.should_upgrade()
+            and self.limit_concurrency is None
+        ):
+            path = self.app.direct_route(self.url)
+        if path is None:
+            super().on_headers_complete()
+            return
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        self.cycle = _Direct(path, keep_alive)  # type: ignore[assignment]
+
+    def on_body(self, body: bytes) -> None:
+        cycle: Any = self.cycle  # uvicorn's cycle, or a _Direct
+        if type(cycle) is not _Direct:
+            super().on_body(body)
+            return
+        cycle.size += len(body)
+        if cycle.size <= self.limit:  # past it the body is dropped and the answer is a 413
+            cycle.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        cycle: Any = self.cycle  # uvicorn's cycle, or a _Direct
+        if type(cycle) is not _Direct:
+            super().on_message_complete()
+            return
+        chunks = cycle.chunks
+        body = (
+            None if cycle.size > self.limit else chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        )
+        cycle.chunks = []
+        answer = self.app.infer_direct(cycle.path, self.headers, body, cycle.started)
+        if isinstance(answer, tuple):
+            self._respond(cycle, answer)
+            return
+        task = self.loop.create_task(self._respond_later(cycle, answer))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _respond_later(self, cycle: _Direct, answer: Coroutine[Any, Any, Answer]) -> None:
+        self._respond(cycle, await answer)
+
+    def _respond(self, cycle: _Direct, answer: Answer) -> None:
+        cycle.response_complete = True
+        if self.transport.is_closing():  # the client went away
+            self.on_response_complete()
+            return
+        status, headers, body = answer
+        content = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            content += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", body)
+        self.transport.write(b"".join(content))
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+        if self.flow.write_paused:
+            # A client that sends without reading its answers stops being read, rather than
+            # growing the write buffer without bound.
+            self.flow.pause_reading()
+            self._reading_paused_for_writes = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._reading_paused_for_writes:
+            self._reading_paused_for_writes = False
+            self.flow.resume_reading()
+
+
+def protocol_for(app: MserveApp) -> type[asyncio.Protocol]:
+    """The protocol class uvicorn instantiates per connection, bound to APP."""
+    return type(
+        "MserveHttpProtocol",
+        (DirectHttpProtocol,),
+        {"app": app, "limit": app.settings.max_body_bytes},
+    )
