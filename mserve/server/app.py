@@ -156,8 +156,8 @@ class MserveApp:
         """Status, headers and body of a reply (both HTTP paths), with its access-log line."""
         # The client's id (for tracing across services) is echoed, so it is capped and must be
         # printable ASCII.
-        request_id = bytes(headers.get(b"x-request-id", b""))[:128]
-        if not _REQUEST_ID.fullmatch(request_id):
+        request_id = headers.get(b"x-request-id")
+        if request_id is None or not _REQUEST_ID.fullmatch(request_id := bytes(request_id[:128])):
             request_id = str(next(self._ids)).encode()
         if reply.status == 503:  # overload, not ready, draining: all worth retrying
             reply.headers = ((b"retry-after", b"1"),)
@@ -449,8 +449,11 @@ class MserveApp:
     ) -> None:
         seconds = time.perf_counter() - started
         outcome = "ok" if error is None else str(error.http_status)
-        self.metrics.request(served.model, str(served.version), protocol, outcome, seconds)
-        stats = self.stats.setdefault((served.model, served.version), _Stats())
+        self.metrics.request(served.model, served.version_text, protocol, outcome, seconds)
+        key = (served.model, served.version)
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = _Stats()
         nanoseconds = int(seconds * 1e9)
         if error is None:
             stats.success += 1
