@@ -114,6 +114,30 @@ def test_pipelined_requests_are_answered_in_order(direct: Server) -> None:
         assert connection.reply().label() == 1
 
 
+def test_tf_serving_predict_takes_the_direct_path_too(direct: Server) -> None:
+    def predict(label: int, path: str = "/v1/models/iris:predict") -> bytes:
+        data = json.dumps({"instances": [ROWS[label]]}).encode()
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+
+    versioned = "/v1/models/iris/versions/1:predict"
+    for path in ("/v1/models/iris:predict", versioned):  # routed once, then known
+        assert httpx.post(direct.url + path, json={"instances": [ROWS[0]]}).is_success
+    with Connection(direct) as connection:
+        connection.send(predict(2) + post(1) + predict(0, versioned) + predict(1))
+        replies = [connection.reply() for _ in range(4)]
+    assert [r.status for r in replies] == [200] * 4
+    predictions = [r.json()["predictions"][0]["label"] for r in (replies[0], *replies[2:])]
+    assert predictions == [2, 0, 1] and replies[1].label() == 1
+    metrics = httpx.get(f"{direct.url}/metrics").text
+    assert (
+        'mserve_requests_total{model="iris",outcome="ok",protocol="tfserving",version="1"}'
+        in metrics
+    )
+
+
 def test_connection_close_and_http_1_0_end_the_connection(direct: Server) -> None:
     for request in (post(2, "Connection: close"), post(2, version="1.0")):
         with Connection(direct) as connection:

@@ -66,6 +66,24 @@ class _Stats:
     last_ms: int = 0
 
 
+@dataclass(frozen=True)
+class _Route:
+    """An inference URL routed once, so later requests skip parsing it (and, through
+    http.py, ASGI): its protocol and what it names. A label is resolved per request."""
+
+    protocol: str  # "v2" or "tfserving"
+    path: str
+    model: str
+    version: int | None = None
+    label: str | None = None
+
+
+@dataclass
+class _TfRequest:
+    feeds: dict[str, Any]
+    row_form: bool  # TF Serving's "instances" form, which shapes the reply
+
+
 @dataclass
 class _Reply:
     status: int
@@ -92,7 +110,7 @@ class MserveApp:
         )
         self.extensions = EXTENSIONS + (["model_repository"] if self.admin.enabled else [])
         self._grpc: Any = None
-        self._infer_routes: dict[str, tuple[str, int | None]] = {}  # path -> (model, version)
+        self._infer_routes: dict[str, _Route] = {}
 
     def _executor(self, model: str, version: int, runner: Any, settings: Any) -> Any:
         return make_executor(runner, settings, self.metrics.observer(model, str(version)))
@@ -189,66 +207,67 @@ class MserveApp:
         sys.stderr.buffer.write(orjson.dumps(line) + b"\n")
         sys.stderr.flush()
 
-    # -- the direct path (http.py): V2 infer without ASGI -------------------------------------
+    # -- the direct path (http.py): inference without ASGI -----------------------------------
 
     def direct_route(self, target: bytes) -> str | None:
-        """The path of a V2 infer route seen before, if TARGET (a request's raw target) is one.
-        A raw target equal to a cached path has no query and no percent-escapes."""
+        """The path of an inference route seen before, if TARGET (a request's raw target) is
+        one. A raw target equal to a cached path has no query and no percent-escapes."""
         path = target.decode("latin-1")
         return path if path in self._infer_routes else None
 
     def infer_direct(
         self, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None, started: float
     ) -> Answer | Coroutine[Any, Any, Answer]:
-        """Answer a V2 infer at once when its version runs inline; else return a coroutine
-        that answers once its batch has run. BODY is None when it was over the size limit."""
+        """Answer at once when the version runs inline; else return a coroutine that answers
+        once its batch has run. BODY is None when it was over the size limit."""
         head = dict(headers)
+        route = self._infer_routes[path]
         try:
-            served = self.manager.resolve(*self._infer_routes[path])
+            served = self.manager.resolve(route.model, route.version, route.label)
         except MserveError as exc:
             return self._answer(self._failure(exc, "POST", path), head, "POST", path, started)
         try:
             if body is None:
                 limit = self.settings.max_body_bytes
                 raise PayloadTooLarge(f"the body is over the {limit}-byte limit")
-            request = self._v2_decode(served, head, self._inflate(head, body))
+            request = self._decode(route, served, head, self._inflate(head, body))
             if not isinstance(served.executor, Inline):
-                return self._infer_later(served, request, head, path, started)
+                return self._infer_later(route, served, request, head, started)
             outputs = served.executor.run_now(request.feeds)
-            reply = self._v2_reply(served, request, outputs, started)
+            reply = self._reply(route, served, request, outputs, started)
         except Exception as exc:
-            reply = self._failed(served, exc, "POST", path, started)
+            reply = self._failed(route, served, exc, started)
         return self._answer(reply, head, "POST", path, started)
 
     async def _infer_later(
         self,
+        route: _Route,
         served: ServedVersion,
-        request: v2.InferRequest,
+        request: Any,
         headers: dict[bytes, bytes],
-        path: str,
         started: float,
     ) -> Answer:
         try:
             outputs = await served.executor.run(request.feeds)
-            reply = self._v2_reply(served, request, outputs, started)
+            reply = self._reply(route, served, request, outputs, started)
         except Exception as exc:
-            reply = self._failed(served, exc, "POST", path, started)
-        return self._answer(reply, headers, "POST", path, started)
+            reply = self._failed(route, served, exc, started)
+        return self._answer(reply, headers, "POST", route.path, started)
 
     def _failed(
-        self, served: ServedVersion, exc: Exception, method: str, path: str, started: float
+        self, route: _Route, served: ServedVersion, exc: Exception, started: float
     ) -> _Reply:
         if isinstance(exc, MserveError):
-            self.count(served, "v2", exc, started)
-        return self._failure(exc, method, path)
+            self.count(served, route.protocol, exc, started)
+        return self._failure(exc, "POST", route.path)
 
     # -- routing ----------------------------------------------------------------------------
 
     async def _route(self, scope: Scope, receive: Any, started: float) -> _Reply:
         method, path = scope["method"], scope["path"]
         known = self._infer_routes.get(path) if method == "POST" else None
-        if known is not None:  # the hot path: a V2 infer URL seen before
-            return await self._v2_infer(known[0], known[1], scope, receive, started)
+        if known is not None:  # the hot path: an inference URL seen before
+            return await self._infer(known, scope, receive, started)
         parts = [p for p in path.split("/") if p]
         if path in ("/metrics", "/monitoring/prometheus/metrics"):
             MethodNotAllowed.unless(method, "GET")
@@ -297,9 +316,8 @@ class MserveApp:
             raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
         if action == "infer":
             MethodNotAllowed.unless(method, "POST")
-            if len(self._infer_routes) < MAX_CACHED_ROUTES:
-                self._infer_routes["/v2/" + "/".join(parts)] = (model, version)
-            return await self._v2_infer(model, version, scope, receive, started)
+            route = _Route("v2", scope["path"], model, version)
+            return await self._first_infer(route, scope, receive, started)
         MethodNotAllowed.unless(method, "GET")
         if action == "stats":
             return _json(self.statistics(model, version))
@@ -315,33 +333,47 @@ class MserveApp:
         versions = [version] if version is not None else self.versions(model)
         return _json(v2.metadata(served, versions))
 
-    async def _v2_infer(
-        self, model: str, version: int | None, scope: Scope, receive: Any, started: float
+    async def _first_infer(
+        self, route: _Route, scope: Scope, receive: Any, started: float
     ) -> _Reply:
-        served = self.manager.resolve(model, version)
+        """An inference URL seen for the first time: remembered once it names something served
+        (so unknown names cannot fill the cache), then answered like any other."""
+        self.manager.resolve(route.model, route.version, route.label)
+        if len(self._infer_routes) < MAX_CACHED_ROUTES:
+            self._infer_routes[route.path] = route
+        return await self._infer(route, scope, receive, started)
+
+    async def _infer(self, route: _Route, scope: Scope, receive: Any, started: float) -> _Reply:
+        served = self.manager.resolve(route.model, route.version, route.label)
         try:
             body = await self._body(scope, receive)
-            request = self._v2_decode(served, scope["mserve.headers"], body)
+            request = self._decode(route, served, scope["mserve.headers"], body)
             outputs = await served.executor.run(request.feeds)
-            return self._v2_reply(served, request, outputs, started)
+            return self._reply(route, served, request, outputs, started)
         except MserveError as exc:
-            self.count(served, "v2", exc, started)
+            self.count(served, route.protocol, exc, started)
             raise
 
     @staticmethod
-    def _v2_decode(
-        served: ServedVersion, headers: dict[bytes, bytes], body: bytes
-    ) -> v2.InferRequest:
-        length = _int_header(headers.get(v2.HEADER_LENGTH))
-        return v2.decode(body, length, served.signature, served.input_plan)
+    def _decode(
+        route: _Route, served: ServedVersion, headers: dict[bytes, bytes], body: bytes
+    ) -> v2.InferRequest | _TfRequest:
+        if route.protocol == "v2":
+            length = _int_header(headers.get(v2.HEADER_LENGTH))
+            return v2.decode(body, length, served.signature, served.input_plan)
+        return _TfRequest(*tfserving.decode(body, served))
 
-    def _v2_reply(
-        self, served: ServedVersion, request: v2.InferRequest, outputs: list[Any], started: float
+    def _reply(
+        self, route: _Route, served: ServedVersion, request: Any, outputs: list[Any], started: float
     ) -> _Reply:
-        """Encode a V2 answer and count the request as a success."""
-        payload, header_length = v2.encode(served, request, outputs)
-        self.count(served, "v2", None, started, rows_of(request.feeds))
-        version = str(served.version)
+        """Encode an answer and count the request as a success."""
+        header_length = None
+        if route.protocol == "v2":
+            payload, header_length = v2.encode(served, request, outputs)
+        else:
+            payload = tfserving.encode(served, outputs, request.row_form)
+        self.count(served, route.protocol, None, started, rows_of(request.feeds))
+        version = served.version_text
         if header_length is None:
             return _Reply(200, payload, model=served.model, version=version)
         return _Reply(
@@ -370,8 +402,8 @@ class MserveApp:
             if verb != "predict" or rest:
                 raise NotFoundError(f"no route for :{verb}" if verb != "predict" else "no route")
             MethodNotAllowed.unless(method, "POST")
-            served = self.manager.resolve(model, version, label)
-            return await self._v1_predict(served, scope, receive, started)
+            route = _Route("tfserving", scope["path"], model, version, label)
+            return await self._first_infer(route, scope, receive, started)
         MethodNotAllowed.unless(method, "GET")
         if rest == ["metadata"]:
             return _json(tfserving.metadata(self.manager.resolve(model, version, label)))
@@ -386,20 +418,6 @@ class MserveApp:
         if not chosen:
             raise NotFoundError(f"model '{model}' has no version {version}")
         return _json(tfserving.status(chosen))
-
-    async def _v1_predict(
-        self, served: ServedVersion, scope: Scope, receive: Any, started: float
-    ) -> _Reply:
-        try:
-            body = await self._body(scope, receive)
-            feeds, row_form = tfserving.decode(body, served)
-            outputs = await served.executor.run(feeds)
-            payload = tfserving.encode(served, outputs, row_form)
-        except MserveError as exc:
-            self.count(served, "tfserving", exc, started)
-            raise
-        self.count(served, "tfserving", None, started, rows_of(feeds))
-        return _Reply(200, payload, model=served.model, version=str(served.version))
 
     # -- pieces -----------------------------------------------------------------------------
 
