@@ -1,7 +1,16 @@
-"""The direct path (mserve/server/http.py): a V2 infer on a route seen before skips ASGI. Raw
-sockets check what it must keep from uvicorn's own path: pipelining order, keep-alive and
-``Connection: close``, HTTP/1.0, chunked bodies, the size limit, ``Expect: 100-continue``,
-batching, and a graceful SIGTERM."""
+"""The direct path (mserve/server/http.py): an inference request on a route seen before skips
+ASGI.
+
+Raw sockets check that it keeps what uvicorn's own path gives:
+- pipelining order;
+- keep-alive, and ``Connection: close``;
+- HTTP/1.0;
+- chunked bodies, and the size limit;
+- ``Expect: 100-continue``;
+- TF Serving ``:predict``;
+- batching;
+- a graceful SIGTERM.
+"""
 
 from __future__ import annotations
 

@@ -1,14 +1,17 @@
-"""uvicorn's httptools protocol with a direct path for V2 inference.
+"""uvicorn's httptools protocol with a direct path for inference requests.
 
-Measured on the 2-core project VM (benchmarks/RESULTS.md), uvicorn's ASGI layer (a scope, a
-request cycle, an event and a task per request, every response header checked by regex) took
-about as long per request as parsing, inference and encoding together: a bare ASGI app answered
-half the requests of the same handler on a raw uvloop protocol. So a POST to a V2 infer URL the
-app has routed before skips ASGI: the body is gathered here and handed to
-``MserveApp.infer_direct``, which answers at once when the version runs inline, or with a
-coroutine when it batches. Everything else (every other route, a first request, uploads that
-announce ``Expect: 100-continue``, upgrades, a request pipelined behind one still running)
-takes uvicorn's own path, as do connection handling, keep-alive, flow control and shutdown.
+On the 2-core project VM (benchmarks/RESULTS.md), uvicorn's ASGI layer cost about as much per
+request as parsing, inference and encoding together: a bare ASGI app answered half the
+requests of the same handler on a raw uvloop protocol. Per request, ASGI means a scope, a request
+cycle, an event and a task, and a regex check of every response header.
+
+So a POST to an inference URL the app has already routed (V2 ``.../infer`` or TF Serving
+``...:predict``) skips ASGI. The body is gathered here and handed to ``MserveApp.infer_direct``,
+which answers at once when the version runs inline, or with a coroutine when it batches.
+
+Everything else takes uvicorn's own path: every other route, a first request, uploads that
+announce ``Expect: 100-continue``, upgrades, and a request pipelined behind one still running.
+So do connection handling, keep-alive, flow control and shutdown.
 
 This subclasses uvicorn internals, so pyproject pins the uvicorn versions it was tested with.
 """
