@@ -23,6 +23,23 @@ input_name = session.get_inputs()[0].name
 output_names = [o.name for o in session.get_outputs()]
 
 
+def reply_for(path: str, body: bytes) -> bytes:
+    """The work of one request (shared with raw_app.py, so both do exactly the same)."""
+    if path != "/infer":
+        return b"{}"
+    tensor = orjson.loads(body)["inputs"][0]
+    data = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+    results = session.run(None, {input_name: data})
+    return orjson.dumps(
+        {
+            "outputs": [
+                {"name": n, "data": r.ravel()} for n, r in zip(output_names, results, strict=True)
+            ]
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
@@ -32,21 +49,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    if scope["path"] == "/infer":
-        tensor = orjson.loads(body)["inputs"][0]
-        data = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-        results = session.run(None, {input_name: data})
-        reply = orjson.dumps(
-            {
-                "outputs": [
-                    {"name": n, "data": r.ravel()}
-                    for n, r in zip(output_names, results, strict=True)
-                ]
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
-    else:
-        reply = b"{}"
+    reply = reply_for(scope["path"], body)
     await send(
         {
             "type": "http.response.start",

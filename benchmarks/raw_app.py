@@ -1,7 +1,8 @@
-"""The floor of any Python HTTP server on this machine: the bare app's work (orjson, numpy,
-onnxruntime) on a raw uvloop protocol with httptools, no ASGI and no features. ``/`` answers a
-constant (the load generator's ceiling); ``/infer`` runs the model at MODEL_PATH on a V2 JSON
-body with one input. Keep-alive only: no pipelining, no limits, no errors handled.
+"""The floor of any Python HTTP server on this machine: the bare app's work (its ``reply_for``:
+orjson, numpy, onnxruntime) on a raw uvloop protocol with httptools, with no ASGI and no
+features. ``/`` answers a constant (the load generator's ceiling); ``/infer`` runs the model at
+MODEL_PATH on a V2 JSON body with one input. Keep-alive only: no pipelining, no limits, no error
+handling.
 
     MODEL_PATH=model.onnx python raw_app.py PORT
 """
@@ -9,23 +10,12 @@ body with one input. Keep-alive only: no pipelining, no limits, no errors handle
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from typing import Any
 
 import httptools
-import numpy as np
-import onnxruntime as ort
-import orjson
 import uvloop
-
-options = ort.SessionOptions()
-options.intra_op_num_threads = 1
-session = ort.InferenceSession(
-    os.environ["MODEL_PATH"], options, providers=["CPUExecutionProvider"]
-)
-input_name = session.get_inputs()[0].name
-output_names = [o.name for o in session.get_outputs()]
+from bare_app import reply_for
 
 
 class RawProtocol(asyncio.Protocol):
@@ -45,21 +35,7 @@ class RawProtocol(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.url == b"/infer":
-            tensor = orjson.loads(b"".join(self.body))["inputs"][0]
-            data = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-            results = session.run(None, {input_name: data})
-            reply = orjson.dumps(
-                {
-                    "outputs": [
-                        {"name": n, "data": r.ravel()}
-                        for n, r in zip(output_names, results, strict=True)
-                    ]
-                },
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )
-        else:
-            reply = b"{}"
+        reply = reply_for(self.url.decode("latin-1"), b"".join(self.body))
         self.body = []
         self.transport.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
