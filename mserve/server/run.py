@@ -28,7 +28,7 @@ def serve(settings: ServerSettings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=protocol_for(app),  # httptools, with a direct path for V2 inference
+        http=protocol_for(app),  # httptools, with a direct path for inference
         lifespan="on",
         access_log=False,  # the app writes its own structured access log
         proxy_headers=False,  # a middleware per request, for X-Forwarded-* mserve does not use
