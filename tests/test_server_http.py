@@ -221,6 +221,24 @@ def test_batched_requests_pipelined_on_one_connection(repo_copy: Path) -> None:
         assert server.stop() == 0
 
 
+def test_a_client_gone_mid_pipeline_leaves_no_error_in_the_log(repo_copy: Path) -> None:
+    server = Server(repo_copy, "--max-batch-size", "8", "--batch-delay-ms", "100")
+    try:
+        for warm in (False, True):  # the first request through ASGI, then on the direct path
+            for _ in range(3):
+                with Connection(server) as connection:
+                    connection.send(post(0) * 4)
+                    time.sleep(0.15)  # one answered, the next one running, two queued
+            if not warm:
+                assert httpx.post(server.url + PATH, content=body()).status_code == 200
+        time.sleep(0.5)
+        assert httpx.post(server.url + PATH, content=body(2)).json()["outputs"][0]["data"] == [2]
+    finally:
+        assert server.stop() == 0
+    log = server.stderr()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+
+
 def test_sigterm_waits_for_direct_requests_in_a_batch(repo_copy: Path) -> None:
     server = Server(repo_copy, "--max-batch-size", "8", "--batch-delay-ms", "400")
     assert httpx.post(server.url + PATH, content=body()).status_code == 200

@@ -57,6 +57,25 @@ class DirectHttpProtocol(HttpToolsProtocol):
     limit: int
     _reading_paused_for_writes = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._asgi_cycles: list[Any] = []  # uvicorn's cycles not yet answered, oldest first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # uvicorn marks only its newest cycle as disconnected; one answering while others are
+        # pipelined behind it would then write to the closed transport, which uvloop refuses
+        # with a RuntimeError that uvicorn logs as an application error.
+        for cycle in self._asgi_cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        if self._asgi_cycles:
+            self._asgi_cycles = [c for c in self._asgi_cycles if not c.response_complete]
+        super().on_response_complete()
+
     def on_headers_complete(self) -> None:
         path = None
         if (
@@ -68,7 +87,10 @@ class DirectHttpProtocol(HttpToolsProtocol):
         ):
             path = self.app.direct_route(self.url)
         if path is None:
+            previous = self.cycle
             super().on_headers_complete()
+            if self.cycle is not previous:
+                self._asgi_cycles.append(self.cycle)
             return
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         self.cycle = _Direct(path, keep_alive)  # type: ignore[assignment]
