@@ -1,4 +1,5 @@
-"""What every benchmark script shares: its command line and the line saying where it ran."""
+"""What every benchmark script shares: its command line, the line saying where it ran, and
+starting a server process."""
 
 from __future__ import annotations
 
@@ -32,3 +33,24 @@ def timed(
         subprocess.run(command, check=True, capture_output=True, timeout=600, cwd=cwd, env=env)
         times.append(time.perf_counter() - begin)
     return times
+
+
+def launch(
+    command: list[str], ready_url: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server process and wait (60 s at most) until READY_URL answers 200."""
+    import httpx
+
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{command[0]} did not start")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import start
+from common import launch, start
 
 BIN = Path(sys.executable).parent
 TOKEN = "benchmark-admin-token-0123456789"
@@ -86,21 +86,7 @@ def serve(repo: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [str(BIN / "mserve"), "serve", str(repo), "--port", str(port), "--grpc-port", "0"]
-    server = subprocess.Popen(
-        [*command, "--no-access-log"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.kill()
-    sys.exit("the server did not start")
+    return launch([*command, "--no-access-log"], f"{url}/v2/health/ready", env), url
 
 
 def cli_promotes(url: str, env: dict[str, str], load: Load, runs: int) -> dict[str, list[float]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import launch
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE.parent.parent / "shared" / "loadgen"
@@ -128,23 +129,8 @@ def bodies(folder: Path) -> dict[str, tuple[Path, int | None]]:
 def start(
     command: list[str], url: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    import httpx
-
-    process = subprocess.Popen(
-        ["taskset", "-c", "0", *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not start")
+    """A server pinned to CPU 0 (wrk runs on CPU 1)."""
+    return launch(["taskset", "-c", "0", *command], url, env)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
