@@ -54,13 +54,13 @@ class ServerClient:
     def close(self) -> None:
         self.http.close()
 
-    def _request(self, method: str, path: str, **options: Any) -> Any:
+    def _request(self, method: str, path: str, *, raw: bool = False, **options: Any) -> Any:
         try:
             reply = self.http.request(method, path, **options)
         except httpx.HTTPError as exc:
             raise EnvironmentProblem(f"cannot reach {self.url}: {exc.__class__.__name__}") from None
         if reply.status_code < 400:
-            return reply.json()
+            return reply.content if raw else reply.json()
         try:
             message = str(reply.json()["error"])
         except (ValueError, KeyError, TypeError):
@@ -91,7 +91,7 @@ class ServerClient:
 
     def infer(self, ref: Reference, data: Any) -> tuple[int, dict[str, np.ndarray[Any, Any]]]:
         """Run ``data`` (anything ``mserve.inputs`` loads) on the version ``ref`` names."""
-        import numpy as np
+        from .protocol import v2
 
         version = self.resolve(ref)
         specs = self.signature(ref.model, version)
@@ -100,28 +100,22 @@ class ServerClient:
         unknown = [name for name in inputs if name not in known]
         if unknown:
             raise InputError(f"unknown input {', '.join(map(repr, unknown))}")
-        tensors = []
+        tensors = {}
         for spec in specs:
             if spec.name not in inputs:
                 raise InputError(f"missing input '{spec.name}'")
-            array = coerce_tensor(spec, inputs[spec.name])
-            data = array.ravel().tolist()
-            tensors.append(
-                {
-                    "name": spec.name,
-                    "shape": list(array.shape),
-                    "datatype": V2_BY_DTYPE[spec.dtype],
-                    "data": data,
-                }
-            )
+            tensors[spec.name] = (coerce_tensor(spec, inputs[spec.name]), V2_BY_DTYPE[spec.dtype])
+        body, _ = v2.encode_request(tensors, binary=False)
         path = f"/v2/models/{ref.model}" + (f"/versions/{version}" if version is not None else "")
-        reply = self._request("POST", path + "/infer", json={"inputs": tensors})
-        outputs = {}
-        for output in reply["outputs"]:
-            dtype = DTYPE_BY_V2.get(output["datatype"], "string")
-            values = np.array(output["data"], dtype=object if dtype == "string" else dtype)
-            outputs[output["name"]] = values.reshape(output["shape"])
-        return int(reply["model_version"]), outputs
+        reply = self._request(
+            "POST",
+            path + "/infer",
+            raw=True,
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        answered, outputs = v2.decode_response(reply, None)
+        return int(answered), outputs
 
     def status(self, model: str | None = None) -> dict[str, Any]:
         live = self._request("GET", "/v2/health/live").get("live", False)

@@ -66,46 +66,31 @@ def infer_target(
 ) -> Target:
     """The request ``protocol`` sends for one inference of ``model:version`` on ``inputs``."""
     host, port = _address(url)
+    tensors = {
+        name: (array, V2_BY_DTYPE.get(dtypes[name], "BYTES")) for name, array in inputs.items()
+    }
     if protocol == "grpc":
-        return Target(
-            host,
-            grpc_port,
-            grpc_method=GRPC_INFER,
-            grpc_message=_grpc(model, version, inputs, dtypes),
-        )
+        from .protocol import v2_grpc
+
+        message = v2_grpc.encode_request(model, str(version), tensors)
+        return Target(host, grpc_port, grpc_method=GRPC_INFER, grpc_message=message)
     if protocol == "tfserving":
         columns = {name: _json_values(array).tolist() for name, array in inputs.items()}
         path = f"/v1/models/{model}/versions/{version}:predict"
         return Target(host, port, _post(host, port, path, orjson.dumps({"inputs": columns})))
     path = f"/v2/models/{model}/versions/{version}/infer"
-    if protocol == "v2-json":
-        tensors = [
-            _tensor(name, array, dtypes[name]) | {"data": _json_values(array).ravel().tolist()}
-            for name, array in inputs.items()
-        ]
-        return Target(host, port, _post(host, port, path, orjson.dumps({"inputs": tensors})))
-    if protocol == "v2-binary":
-        from .server.v2 import raw_bytes  # the exact wire format the server reads
+    if protocol in ("v2-json", "v2-binary"):
+        from .protocol import v2
 
-        raw = [raw_bytes(array) for array in inputs.values()]
-        tensors = [
-            _tensor(name, array, dtypes[name]) | {"parameters": {"binary_data_size": len(data)}}
-            for (name, array), data in zip(inputs.items(), raw, strict=True)
-        ]
-        header = orjson.dumps({"inputs": tensors, "parameters": {"binary_data_output": True}})
-        extra = f"Inference-Header-Content-Length: {len(header)}\r\n"
-        return Target(
-            host,
-            port,
-            _post(
-                host,
-                port,
-                path,
-                header + b"".join(raw),
-                extra=extra,
-                content_type="application/octet-stream",
-            ),
+        binary = protocol == "v2-binary"
+        body, length = v2.encode_request(tensors, binary=binary, binary_output=binary)
+        if length is None:
+            return Target(host, port, _post(host, port, path, body))
+        extra = f"Inference-Header-Content-Length: {length}\r\n"
+        request = _post(
+            host, port, path, body, extra=extra, content_type="application/octet-stream"
         )
+        return Target(host, port, request)
     raise UsageError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
 
 
@@ -342,10 +327,6 @@ def _post(
     return head.encode() + body
 
 
-def _tensor(name: str, array: Array, dtype: str) -> dict[str, Any]:
-    return {"name": name, "shape": list(array.shape), "datatype": V2_BY_DTYPE.get(dtype, "BYTES")}
-
-
 def _json_values(array: Array) -> Array:
     """Numbers as they are; strings as text; bytes as ``{"b64": ...}`` (TF Serving's form)."""
     import numpy as np
@@ -357,17 +338,3 @@ def _json_values(array: Array) -> Array:
         otypes=[object],
     )(array)
     return values
-
-
-def _grpc(model: str, version: int, inputs: dict[str, Array], dtypes: dict[str, str]) -> bytes:
-    from tritonclient.grpc import service_pb2
-
-    from .server.v2 import raw_bytes
-
-    request = service_pb2.ModelInferRequest(model_name=model, model_version=str(version))
-    for name, array in inputs.items():
-        request.inputs.add(
-            name=name, datatype=V2_BY_DTYPE.get(dtypes[name], "BYTES"), shape=list(array.shape)
-        )
-        request.raw_input_contents.append(raw_bytes(array))
-    return bytes(request.SerializeToString())

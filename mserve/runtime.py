@@ -13,6 +13,7 @@ from .signature import Signature, TensorSpec, numpy_dtype
 
 if TYPE_CHECKING:
     import numpy as np
+    import onnx
     import onnxruntime as ort
 
 Arrays = dict[str, "np.ndarray[Any, Any]"]
@@ -67,10 +68,19 @@ class ModelRunner:
     """Runs one ONNX model; every input is checked against ``signature`` first."""
 
     def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
+        unfed = [t for t in (*signature.inputs, *signature.outputs) if t.dtype == "bfloat16"]
+        if unfed:
+            # onnxruntime's Python API has no numpy type for bfloat16 in either direction, so
+            # every inference would fail: refuse the model where it is exported or loaded.
+            raise ValidationError(
+                f"tensor {unfed[0].name!r} is bfloat16, which onnxruntime's Python API cannot "
+                "feed or return; cast it to float32 or float16 in the model"
+            )
         self.session = session
         self.signature = signature
         self.input_names = [t.name for t in signature.inputs]
         self.output_names = [o.name for o in session.get_outputs()]
+        self.class_labels: list[str] | None = None  # a classifier's, in its scores' order
 
     @classmethod
     def open(cls, path: Path, threads: int = 0) -> ModelRunner:
@@ -81,7 +91,9 @@ class ModelRunner:
 
         graph = onnx.load(str(path), load_external_data=False)
         check_external_data(graph, path.parent)
-        return cls(create_session(path, threads=threads), Signature.from_onnx(graph))
+        runner = cls(create_session(path, threads=threads), Signature.from_onnx(graph))
+        runner.class_labels = _class_labels(graph)
+        return runner
 
     def coerce(self, inputs: Mapping[str, Any]) -> Arrays:
         expected = [t.name for t in self.signature.inputs]
@@ -112,6 +124,18 @@ class ModelRunner:
         return outputs
 
 
+def _class_labels(model: onnx.ModelProto) -> list[str] | None:
+    """The class labels of the graph's classifier (ONNX-ML classifiers carry them), if any."""
+    for node in model.graph.node:
+        if node.domain == "ai.onnx.ml" and node.op_type.endswith("Classifier"):
+            for attribute in node.attribute:
+                if attribute.name == "classlabels_strings":
+                    return [s.decode() for s in attribute.strings]
+                if attribute.name in ("classlabels_ints", "classlabels_int64s"):
+                    return [str(i) for i in attribute.ints]
+    return None
+
+
 @cache
 def _request_errors() -> tuple[type[Exception], ...]:
     """onnxruntime's errors that a request's inputs cause (imported once, not per call)."""
@@ -120,8 +144,9 @@ def _request_errors() -> tuple[type[Exception], ...]:
     return (state.InvalidArgument, state.RuntimeException, state.Fail)
 
 
-def coerce_tensor(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
-    """``value`` as an array of the spec's dtype and shape, or a one-line InputError."""
+def coerce_tensor(spec: TensorSpec, value: Any, *, strict: bool = False) -> np.ndarray[Any, Any]:
+    """``value`` as an array of the spec's dtype and shape, or a one-line InputError (STRICT:
+    see ``fit_shape``)."""
     import numpy as np
 
     where = f"input {spec.name!r}"
@@ -138,7 +163,7 @@ def coerce_tensor(spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
     ):
         raise InputError(f"{where} is not a rectangular array of one type")
     array = _cast(array, spec, where)
-    return fit_shape(spec, array, where)
+    return fit_shape(spec, array, where, strict=strict)
 
 
 def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
@@ -173,14 +198,21 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def fit_shape(spec: TensorSpec, array: np.ndarray[Any, Any], where: str) -> np.ndarray[Any, Any]:
-    """``array`` (already of the right dtype) checked against the spec's rank and fixed dims."""
+def fit_shape(
+    spec: TensorSpec, array: np.ndarray[Any, Any], where: str, *, strict: bool = False
+) -> np.ndarray[Any, Any]:
+    """``array`` (already of the right dtype) checked against the spec's rank and fixed dims.
+    Unless STRICT (a wire request, which declares its shape), one row without its batch axis
+    gets the axis, as a user giving one example means."""
     if spec.shape is None:
         return array
     rank = len(spec.shape)
-    # One row without its batch axis: add the axis, as a user sending one example means.
     batch_axis = spec.shape[0] if rank else 0
-    if array.ndim == rank - 1 and (batch_axis == 1 or not isinstance(batch_axis, int)):
+    if (
+        not strict
+        and array.ndim == rank - 1
+        and (batch_axis == 1 or not isinstance(batch_axis, int))
+    ):
         array = array.reshape((1, *array.shape))
     if array.ndim != rank:
         raise InputError(

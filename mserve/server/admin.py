@@ -36,7 +36,7 @@ from mserve.errors import (
 from mserve.lifecycle import STABLE, Change, Lifecycle, check_actor
 from mserve.repository import ModelState
 
-from .models import ModelManager
+from .manager import ModelManager
 
 log = logging.getLogger("mserve.server")
 HISTORY_SHOWN = 20

@@ -1,207 +1,168 @@
-"""KServe V2 gRPC (``inference.GRPCInferenceService``), on the same data plane as REST.
+"""KServe V2 gRPC (``inference.GRPCInferenceService``): each method converts the message, calls
+the data plane (or a view, or the admin operations) and converts back, under one error edge.
 
-The message classes and the servicer base come from the ``tritonclient`` wheel (generated from
-Triton's grpc_service.proto), so the wire format is exactly the one tritonclient and the kserve
-client speak. Tensors arrive in ``raw_input_contents`` (what tritonclient sends) or in typed
-``contents``; outputs go back in ``raw_output_contents``. The server runs on the event loop of
-the HTTP server (grpc.aio), so both share models, batchers, metrics and statistics.
+The servicer base comes from the ``tritonclient`` wheel. The server runs on the HTTP server's
+event loop (grpc.aio), so both transports share models, batchers, metrics and statistics.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from mserve.errors import InputError, MserveError, NotFoundError, NotReady
-from mserve.signature import V2_BY_DTYPE
+from mserve.errors import MserveError
+from mserve.protocol import v2_grpc
 
-from . import v2
-from .batching import rows_of
+from . import views
+from .admin import Admin
+from .dataplane import DataPlane, model_of, version_of
 
-if TYPE_CHECKING:
-    from .app import MserveApp
-
+log = logging.getLogger("mserve.server")
 STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
     405: grpc.StatusCode.UNIMPLEMENTED,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.FAILED_PRECONDITION,
     501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-CONTENTS = {  # typed contents field for each V2 datatype
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 
 
-def _version(text: str) -> int | None:
-    if not text:
-        return None
-    if not text.isdigit():
-        raise NotFoundError(f"invalid version '{text}'")
-    return int(text)
+def edge(method: Method) -> Method:
+    """The one error edge: mserve's errors become their status codes with their message;
+    anything else is INTERNAL with a generic message, and one log line for the operator."""
+
+    @functools.wraps(method)
+    async def guarded(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except MserveError as exc:
+            code = STATUS_CODES.get(exc.http_status, grpc.StatusCode.INTERNAL)
+            await context.abort(code, exc.message)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            log.error("internal error in gRPC %s", method.__name__, exc_info=exc)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+
+    return guarded  # type: ignore[return-value]
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, app: MserveApp) -> None:
-        self.app = app
+    def __init__(self, plane: DataPlane, admin: Admin, server_metadata: dict[str, Any]) -> None:
+        self.plane = plane
+        self.admin = admin
+        self.server_metadata = server_metadata
 
-    async def _fail(self, context: Any, error: MserveError) -> None:
-        await context.abort(
-            STATUS_CODES.get(error.http_status, grpc.StatusCode.INTERNAL), error.message
-        )
-
+    @edge
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerLiveResponse(live=True)
 
+    @edge
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerReadyResponse(ready=self.app.ready and not self.app.draining)
+        return service_pb2.ServerReadyResponse(ready=self.plane.ready)
 
+    @edge
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return service_pb2.ServerMetadataResponse(
-            name="mserve", version=self.app.version, extensions=self.app.extensions
-        )
+        return json_format.ParseDict(self.server_metadata, service_pb2.ServerMetadataResponse())
 
+    @edge
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        try:
-            self.app.manager.resolve(request.name, _version(request.version))
-        except NotReady:
-            return service_pb2.ModelReadyResponse(ready=False)
-        except MserveError as exc:
-            await self._fail(context, exc)
-        return service_pb2.ModelReadyResponse(ready=True)
+        ready = self.plane.model_ready(model_of(request.name), version_of(request.version))
+        return service_pb2.ModelReadyResponse(ready=ready)
 
+    @edge
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        try:
-            served = self.app.manager.resolve(request.name, _version(request.version))
-        except MserveError as exc:
-            await self._fail(context, exc)
-        versions = [served.version] if request.version else self.app.versions(request.name)
+        model, version = model_of(request.name), version_of(request.version)
+        served = self.plane.resolve(model, version)
+        versions = [version] if version is not None else self.plane.versions(model)
         return json_format.ParseDict(
-            v2.metadata(served, versions), service_pb2.ModelMetadataResponse()
+            views.model_metadata(served, versions), service_pb2.ModelMetadataResponse()
         )
 
+    @edge
     async def ModelConfig(self, request: Any, context: Any) -> Any:
-        try:
-            served = self.app.manager.resolve(request.name, _version(request.version))
-        except MserveError as exc:
-            await self._fail(context, exc)
-        config = json_format.ParseDict(v2.config(served), model_config_pb2.ModelConfig())
+        served = self.plane.resolve(model_of(request.name), version_of(request.version))
+        config = json_format.ParseDict(views.model_config(served), model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
 
+    @edge
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        try:
-            stats = self.app.statistics(request.name or None, _version(request.version))
-        except MserveError as exc:
-            await self._fail(context, exc)
+        model = model_of(request.name) if request.name else None
+        stats = views.statistics(self.plane, model, version_of(request.version))
         return json_format.ParseDict(stats, service_pb2.ModelStatisticsResponse())
 
+    @edge
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
-        served = None
-        try:
-            served = self.app.manager.resolve(request.model_name, _version(request.model_version))
-            feeds = v2.Feeds(served.input_plan)
-            raw = list(request.raw_input_contents)
-            for index, tensor in enumerate(request.inputs):
-                data = None
-                if not raw:
-                    field = CONTENTS.get(tensor.datatype)
-                    data = list(getattr(tensor.contents, field)) if field else None
-                feeds.add(
-                    tensor.name,
-                    tensor.datatype,
-                    list(tensor.shape),
-                    raw[index] if raw else None,
-                    data,
-                )
-            arrays = feeds.complete()
-            outputs = await served.executor.run(arrays)
-            reply = self._reply(served, request, outputs)
-            self.app.count(served, "grpc", None, started, rows_of(arrays))
-            return reply
-        except MserveError as exc:
-            if served is not None:
-                self.app.count(served, "grpc", exc, started)
-            await self._fail(context, exc)
-            raise  # abort() raises; this only tells the type checker
+        served = self.plane.resolve(model_of(request.model_name), version_of(request.model_version))
+        return await self.plane.infer(
+            served,
+            "grpc",
+            started,
+            lambda s: v2_grpc.decode_request(request, s.plan),
+            lambda s, decoded, outputs: v2_grpc.encode_response(
+                s.model, s.version_text, s.plan, decoded, outputs
+            ),
+        )
 
     # -- repository extension (behind the admin token, sent as "authorization" metadata) ----
 
-    async def _authorize(self, context: Any) -> None:
-        metadata = dict(context.invocation_metadata() or ())
-        token = metadata.get("authorization")
-        try:
-            self.app.admin.authorize(token.encode() if isinstance(token, str) else None)
-        except MserveError as exc:
-            await self._fail(context, exc)
+    def _authorize(self, context: Any) -> None:
+        token = dict(context.invocation_metadata() or ()).get("authorization")
+        self.admin.authorize(token.encode() if isinstance(token, str) else None)
 
+    @edge
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        await self._authorize(context)
+        self._authorize(context)
         return json_format.ParseDict(
-            {"models": self.app.admin.index(request.ready)}, service_pb2.RepositoryIndexResponse()
+            {"models": self.admin.index(request.ready)}, service_pb2.RepositoryIndexResponse()
         )
 
+    @edge
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        await self._set_serving(request, context, serving=True)
+        self._authorize(context)
+        await self.admin.set_serving(request.model_name, True, dict(request.parameters))
         return service_pb2.RepositoryModelLoadResponse()
 
+    @edge
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        await self._set_serving(request, context, serving=False)
+        self._authorize(context)
+        await self.admin.set_serving(request.model_name, False, dict(request.parameters))
         return service_pb2.RepositoryModelUnloadResponse()
 
-    async def _set_serving(self, request: Any, context: Any, *, serving: bool) -> None:
-        await self._authorize(context)
-        try:
-            await self.app.admin.set_serving(request.model_name, serving, dict(request.parameters))
-        except MserveError as exc:
-            await self._fail(context, exc)
 
-    def _reply(self, served: Any, request: Any, outputs: list[Any]) -> Any:
-        by_name = dict(zip(served.runner.output_names, outputs, strict=True))
-        wanted = [o.name for o in request.outputs] or list(by_name)
-        unknown = [name for name in wanted if name not in by_name]
-        if unknown:
-            raise InputError(f"unknown output {unknown[0]!r}")
-        specs = {spec.name: spec for spec in served.signature.outputs}
-        reply = service_pb2.ModelInferResponse(
-            model_name=served.model, model_version=str(served.version), id=request.id
-        )
-        for name in wanted:
-            array = np.asarray(by_name[name])
-            reply.outputs.add(
-                name=name,
-                datatype=V2_BY_DTYPE.get(specs[name].dtype, "BYTES"),
-                shape=list(array.shape),
-            )
-            reply.raw_output_contents.append(v2.raw_bytes(array))
-        return reply
-
-
-async def start(app: MserveApp, host: str, port: int) -> grpc.aio.Server:
-    server = grpc.aio.server()
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(app), server)
-    if server.add_insecure_port(f"{host}:{port}") == 0:
-        raise MserveError(f"cannot bind gRPC to {host}:{port}")
+async def start(
+    service: InferenceService, host: str, port: int, max_message_bytes: int
+) -> grpc.aio.Server:
+    """The gRPC server on HOST:PORT. Messages may be as large as an HTTP body (--max-body-mb);
+    the port is never shared with another process (grpcio sets SO_REUSEPORT by default)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise MserveError(f"cannot bind gRPC to {host}:{port} (is the port in use?)")
     await server.start()
     return server

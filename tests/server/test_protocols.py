@@ -171,7 +171,7 @@ def test_gzip_bodies_are_accepted(server: Any) -> None:
     ("method", "path", "body", "headers", "status", "fragment"),
     [
         ("POST", "/v2/models/iris/infer", b"{not json", {}, 400, "malformed JSON"),
-        ("POST", "/v2/models/iris/infer", b"[]", {}, 400, "needs an 'inputs' list"),
+        ("POST", "/v2/models/iris/infer", b"[]", {}, 400, "must be a JSON object"),
         (
             "POST",
             "/v2/models/iris/infer",
@@ -278,7 +278,8 @@ def test_gzip_bodies_are_accepted(server: Any) -> None:
             400,
             "invalid base64",
         ),
-        ("POST", "/v1/models/iris:classify", b"{}", {}, 404, "no route"),
+        ("POST", "/v1/models/iris:classify", b"{}", {}, 400, "'examples' must be"),
+        ("POST", "/v1/models/iris:explain", b"{}", {}, 404, "no route"),
         ("GET", "/v1/models/iris/labels/stable", b"", {}, 404, "no label 'stable'"),
     ],
 )

@@ -6,7 +6,7 @@ requests of the same handler on a raw uvloop protocol. Per request, ASGI means a
 cycle, an event and a task, and a regex check of every response header.
 
 So a POST to an inference URL the app has already routed (V2 ``.../infer`` or TF Serving
-``...:predict``) skips ASGI. The body is gathered here and handed to ``MserveApp.infer_direct``,
+``...:predict``) skips ASGI. The body is gathered here and handed to ``RestApp.infer_direct``,
 which answers at once when the version runs inline, or with a coroutine when it batches.
 
 Everything else takes uvicorn's own path: every other route, a first request, uploads that
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 if TYPE_CHECKING:
-    from .app import Answer, MserveApp
+    from .app import Answer, RestApp
 
 
 class _NoEvent:
@@ -53,7 +53,7 @@ class _Direct:
 
 
 class DirectHttpProtocol(HttpToolsProtocol):
-    app: MserveApp  # set by protocol_for()
+    app: RestApp  # set by protocol_for()
     limit: int
     _reading_paused_for_writes = False
 
@@ -154,7 +154,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
             self.flow.resume_reading()
 
 
-def protocol_for(app: MserveApp) -> type[asyncio.Protocol]:
+def protocol_for(app: RestApp) -> type[asyncio.Protocol]:
     """The protocol class uvicorn instantiates per connection, bound to APP."""
     return type(
         "MserveHttpProtocol",

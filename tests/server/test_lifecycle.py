@@ -16,7 +16,7 @@ import pytest
 
 from mserve.repository import Repository
 
-from .conftest import Server, export_iris, wait_until
+from ..conftest import Server, export_iris, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,8 @@ def test_a_broken_version_is_reported_and_disturbs_nothing(repo_copy: Path, iris
         failed = next(s for s in status if s["version"] == "2")
         assert "sha256" in failed["status"]["error_message"]
         assert served_version(server) == "1"  # the latest good version keeps serving
-        assert httpx.get(f"{server.url}/v2/models/iris/versions/2/ready").status_code == 404
+        ready = httpx.get(f"{server.url}/v2/models/iris/versions/2/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
         assert "cannot load iris:2" in server.stderr()
     finally:
         assert server.stop() == 0

@@ -18,7 +18,7 @@ import pytest
 
 from mserve.repository import Repository
 
-from .conftest import Server, wait_until
+from ..conftest import Server, wait_until
 
 pytestmark = pytest.mark.slow
 

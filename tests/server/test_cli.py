@@ -9,7 +9,7 @@ import pytest
 
 from mserve.repository import Repository
 
-from .conftest import SAMPLES, Cli, free_port, wait_until
+from ..conftest import SAMPLES, Cli, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def test_a_label_reference_predicts_through_its_version(
 ) -> None:
     import shutil
 
-    from .conftest import Server
+    from ..conftest import Server
 
     repo = tmp_path / "models"
     shutil.copytree(served_repo, repo)

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Server
+from ..conftest import Server
 
 pytestmark = pytest.mark.slow
 

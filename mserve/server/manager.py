@@ -14,15 +14,18 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mserve.errors import MserveError, NotFoundError, NotReady
+from mserve.lifecycle import STABLE
 from mserve.manifest import MODEL_FILE, Manifest, sha256_file
+from mserve.protocol.tensors import Plan
 from mserve.repository import Repository
 from mserve.runtime import ModelRunner
-from mserve.signature import V2_BY_DTYPE
 
+from .batching import Inline
 from .settings import BatchSettings, ServerSettings
-from .v2 import InputPlan, input_plan
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from mserve.signature import Signature
 
     from .batching import Executor
@@ -50,17 +53,14 @@ class ServedVersion:
         return str(self.version)
 
     @cached_property
-    def input_plan(self) -> dict[str, InputPlan]:
-        return input_plan(self.signature)
+    def plan(self) -> Plan:
+        """What the codecs need of this version, worked out once."""
+        return Plan.of(self.signature, self.runner.output_names)
 
     @cached_property
-    def output_plan(self) -> dict[str, tuple[int, str]]:
-        """Each output's position in onnxruntime's results and its V2 datatype."""
-        dtypes = {spec.name: spec.dtype for spec in self.signature.outputs}
-        return {
-            name: (position, V2_BY_DTYPE.get(dtypes.get(name, ""), "BYTES"))
-            for position, name in enumerate(self.runner.output_names)
-        }
+    def inline(self) -> Inline | None:
+        """The executor, when it answers within the caller's turn (no batching)."""
+        return self.executor if isinstance(self.executor, Inline) else None
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,12 @@ class Snapshot:
     served: dict[str, dict[int, ServedVersion]] = field(default_factory=dict)
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
     status: dict[str, dict[int, VersionStatus]] = field(default_factory=dict)
+
+
+def default_version(labels: dict[str, int], versions: Collection[int]) -> int:
+    """The version a request without one goes to: the ``stable`` label's, else the latest."""
+    stable = labels.get(STABLE)
+    return stable if stable is not None and stable in versions else max(versions)
 
 
 class ModelManager:
@@ -115,8 +121,7 @@ class ModelManager:
                 raise NotFoundError(f"model '{model}' has no label '{label}'")
             version = labelled
         if version is None:
-            stable = snapshot.labels.get(model, {}).get("stable")
-            version = stable if stable in versions else max(versions)
+            version = default_version(snapshot.labels.get(model, {}), versions)
         served = versions.get(version)
         if served is None:
             state = snapshot.status.get(model, {}).get(version)

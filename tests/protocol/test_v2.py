@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mserve.errors import InputError
-from mserve.server.v2 import decode
+from mserve.protocol.tensors import Plan
+from mserve.protocol.v2 import decode_request
 from mserve.signature import Signature, TensorSpec
 
 SIGNATURE = Signature(
@@ -36,7 +37,7 @@ def body(**overrides: object) -> bytes:
 
 
 def test_json_values_become_the_signature_dtypes() -> None:
-    feeds = decode(body(), None, SIGNATURE).feeds
+    feeds = decode_request(body(), None, Plan.of(SIGNATURE)).feeds
     assert feeds["n"].dtype == np.int64 and feeds["n"].tolist() == [1, 2]
     assert feeds["flag"].dtype == np.bool_ and feeds["x"].dtype == np.float32
     assert feeds["x"].tolist() == [[0.5, 1.0]] and feeds["s"].tolist() == ["hé"]
@@ -55,7 +56,7 @@ def test_json_values_become_the_signature_dtypes() -> None:
 )
 def test_values_that_do_not_fit_are_refused(override: dict, fragment: str) -> None:
     with pytest.raises(InputError, match=fragment):
-        decode(body(**override), None, SIGNATURE)
+        decode_request(body(**override), None, Plan.of(SIGNATURE))
 
 
 def test_binary_tensors_keep_their_exact_bytes() -> None:
@@ -90,6 +91,6 @@ def test_binary_tensors_keep_their_exact_bytes() -> None:
         + struct.pack("<I", 2)
         + b"ok"
     )
-    feeds = decode(header + raw, len(header), SIGNATURE).feeds
+    feeds = decode_request(header + raw, len(header), Plan.of(SIGNATURE)).feeds
     assert feeds["n"].tolist() == [7, -1] and feeds["s"].tolist() == ["ok"]
     assert np.isnan(feeds["x"][0, 0]) and feeds["x"][0, 1] == 2

@@ -1,0 +1,229 @@
+"""Tensors as the wire carries them, shared by every codec: the per-version plan of inputs and
+outputs, decoded inputs checked against it, and the raw little-endian form of the binary
+extension and gRPC (BYTES elements are a 4-byte little-endian length and their bytes).
+
+Strings: onnxruntime's string tensors hold text (it turns a bytes element into the text of its
+repr), so a BYTES element must be UTF-8, else the request gets a 400; outputs come back as the
+UTF-8 bytes of the text. Nothing is ever altered on the way.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from mserve.errors import InputError
+from mserve.runtime import coerce_tensor, fit_shape
+from mserve.signature import V2_BY_DTYPE, Signature, TensorSpec, numpy_dtype
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+Array = np.ndarray[Any, Any]
+
+
+class InputPlan(NamedTuple):
+    """What decoding needs of one input, worked out once per version."""
+
+    spec: TensorSpec
+    datatype: str | None  # the V2 datatype a request must declare
+    floats: Any  # the numpy dtype for float inputs, read straight from JSON; else None
+    where: str  # how errors name it
+
+
+class OutputPlan(NamedTuple):
+    position: int  # in onnxruntime's results
+    datatype: str  # V2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A version's inputs and outputs as the codecs need them (built once per version)."""
+
+    signature: Signature
+    inputs: dict[str, InputPlan]
+    outputs: dict[str, OutputPlan]  # in onnxruntime's order
+
+    @classmethod
+    def of(cls, signature: Signature, output_names: Sequence[str] | None = None) -> Plan:
+        dtypes = {spec.name: spec.dtype for spec in signature.outputs}
+        names = output_names if output_names is not None else list(dtypes)
+        return cls(
+            signature,
+            {
+                spec.name: InputPlan(
+                    spec,
+                    V2_BY_DTYPE.get(spec.dtype),
+                    numpy_dtype(spec.dtype) if spec.dtype.startswith("float") else None,
+                    f"input {spec.name!r}",
+                )
+                for spec in signature.inputs
+            },
+            {
+                name: OutputPlan(position, V2_BY_DTYPE.get(dtypes.get(name, ""), "BYTES"))
+                for position, name in enumerate(names)
+            },
+        )
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request, whatever the protocol."""
+
+    feeds: dict[str, Array]
+    outputs: list[tuple[str, bool]]  # (name, as binary), each at most once
+    id: str | None = None
+
+
+class Feeds:
+    """Decoded inputs, checked against the plan. A request declares each input's shape, so the
+    rank must match exactly (no batch axis is added, unlike a local ``predict``)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan.inputs
+        self.arrays: dict[str, Array] = {}
+
+    def add(self, name: Any, datatype: Any, shape: Any, raw: bytes | None, data: Any) -> None:
+        if not isinstance(name, str):
+            raise InputError("each input needs a 'name'")
+        plan = self.plan.get(name)
+        if plan is None:
+            known = ", ".join(map(repr, self.plan))
+            raise InputError(f"unknown input '{name}'; the model takes {known}")
+        if name in self.arrays:
+            raise InputError(f"input '{name}' is given twice")
+        if not isinstance(shape, list) or not all(
+            type(d) is int and d >= 0
+            for d in shape  # bool is an int, never a dimension
+        ):
+            raise InputError(f"input '{name}': 'shape' must be a list of non-negative integers")
+        if datatype != plan.datatype:
+            raise InputError(
+                f"input '{name}' has datatype {datatype}; the model takes {plan.datatype}"
+            )
+        spec = plan.spec
+        if raw is not None:  # exactly the declared dtype and shape: only the shape to check
+            array = fit_shape(spec, from_raw(raw, spec, shape, name), plan.where, strict=True)
+        elif plan.floats is not None:  # JSON numbers become floats without loss of sense
+            array = fit_shape(
+                spec, _from_json(data, plan.floats, shape, name), plan.where, strict=True
+            )
+        else:  # integers, booleans, strings: coerce_tensor refuses 1.5 for an int, 2 for a bool
+            array = coerce_tensor(spec, _from_json(data, None, shape, name), strict=True)
+        self.arrays[name] = array
+
+    def complete(self) -> dict[str, Array]:
+        missing = [name for name in self.plan if name not in self.arrays]
+        if missing:
+            raise InputError(f"missing input {', '.join(map(repr, missing))}")
+        return self.arrays
+
+
+def wanted_outputs(
+    plan: Plan, asked: list[tuple[Any, bool]] | None, default_binary: bool
+) -> list[tuple[str, bool]]:
+    """The outputs a request asks for (all, when it names none), checked before inference:
+    each must exist and be asked for once (Triton's rule)."""
+    if not asked:
+        return [(name, default_binary) for name in plan.outputs]
+    wanted, seen = [], set()
+    for name, binary in asked:
+        if name not in plan.outputs:
+            known = ", ".join(plan.outputs)
+            raise InputError(f"unknown output {name!r}; the model gives {known}")
+        if name in seen:
+            raise InputError(f"output '{name}' is asked for twice")
+        seen.add(name)
+        wanted.append((name, binary))
+    return wanted
+
+
+def count(shape: Sequence[int]) -> int:
+    total = 1
+    for dim in shape:
+        total *= dim
+    return total
+
+
+def _from_json(data: Any, dtype: Any, shape: list[int], name: str) -> Array:
+    """The JSON values as an array of ``shape``: of DTYPE if given, else as parsed."""
+    if data is None:
+        raise InputError(f"input '{name}' has neither 'data' nor binary_data_size")
+    try:
+        array = np.asarray(data, dtype=dtype).reshape(-1)
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"input '{name}': 'data' is not a flat or nested list of values") from None
+    if array.size != count(shape):
+        raise InputError(f"input '{name}': {array.size} values for shape {shape}")
+    return array.reshape(shape)
+
+
+def from_raw(raw: bytes, spec: TensorSpec, shape: list[int], name: str) -> Array:
+    """A tensor from its raw bytes (binary extension, gRPC), of exactly the declared shape."""
+    total = count(shape)
+    if spec.dtype == "string":
+        values = unpack_strings(raw, name)
+        if len(values) != total:
+            raise InputError(f"input '{name}': {len(values)} strings for shape {shape}")
+        return np.array(values, dtype=object).reshape(shape)
+    dtype = numpy_dtype(spec.dtype).newbyteorder("<")
+    if len(raw) != total * dtype.itemsize:
+        raise InputError(f"input '{name}': {len(raw)} bytes for shape {shape} of {spec.dtype}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def text_of(value: bytes, name: str) -> str:
+    """A BYTES element as the text onnxruntime holds, or a 400: never altered."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"input '{name}': a BYTES element is not UTF-8; the model's string input holds text"
+        ) from None
+
+
+def unpack_strings(raw: bytes, name: str) -> list[str]:
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InputError(f"input '{name}': truncated BYTES element")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise InputError(f"input '{name}': truncated BYTES element")
+        values.append(text_of(raw[offset : offset + length], name))
+        offset += length
+    return values
+
+
+def raw_bytes(array: Array) -> bytes:
+    """A tensor as the binary extension and gRPC carry it: little-endian, row-major."""
+    if array.dtype == object:
+        return pack_strings(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def pack_strings(array: Array) -> bytes:
+    parts = []
+    for value in array.ravel():
+        data = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
+
+
+def from_wire(raw: bytes, datatype: str, shape: list[int]) -> Array:
+    """The client side: a raw output as an array (BYTES elements stay bytes)."""
+    from mserve.signature import DTYPE_BY_V2
+
+    if datatype == "BYTES":
+        values, offset = [], 0
+        while offset < len(raw):
+            (length,) = struct.unpack_from("<I", raw, offset)
+            values.append(raw[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+        return np.array(values, dtype=object).reshape(shape)
+    dtype = numpy_dtype(DTYPE_BY_V2[datatype]).newbyteorder("<")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)

@@ -1,0 +1,156 @@
+"""The data plane: what every transport calls to find a version, run an inference and account
+for it. REST (both paths) and gRPC differ only in how they decode and encode; resolution, the
+default-version rule, execution (inline or batched) and the metrics and statistics are here,
+once, so both give the same answer to the same request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mserve.errors import MserveError, NotFoundError, NotReady
+from mserve.protocol.tensors import InferRequest
+from mserve.reference import check_model_name, parse_version
+
+from .batching import make_executor, rows_of
+from .manager import ModelManager, ServedVersion
+from .metrics import Metrics
+from .settings import ServerSettings
+
+log = logging.getLogger("mserve.server")
+Reply = TypeVar("Reply")
+Decode = Callable[[ServedVersion], InferRequest]
+Encode = Callable[[ServedVersion, Any, list[Any]], Reply]
+
+
+@dataclass
+class Stats:
+    """Triton's statistics extension for one version (counts and nanoseconds)."""
+
+    success: int = 0
+    success_ns: int = 0
+    fail: int = 0
+    fail_ns: int = 0
+    rows: int = 0
+    last_ms: int = 0
+
+
+class DataPlane:
+    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.manager = ModelManager(settings, self._executor)
+        self.metrics.watch(self.manager)
+        self.started = False  # the repository was read once at start-up
+        self.draining = False  # SIGTERM: finishing what is in flight
+        self.stats: dict[tuple[str, int], Stats] = {}
+
+    def _executor(self, model: str, version: int, runner: Any, settings: Any) -> Any:
+        return make_executor(runner, settings, self.metrics.observer(model, str(version)))
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining
+
+    # -- resolution -------------------------------------------------------------------------
+
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> ServedVersion:
+        return self.manager.resolve(model, version, label)
+
+    def model_ready(self, model: str, version: int | None = None) -> bool:
+        """Whether requests for MODEL (at VERSION) are answered now; never an error."""
+        try:
+            self.manager.resolve(model, version)
+        except (NotReady, NotFoundError):
+            return False
+        return True
+
+    def versions(self, model: str) -> list[int]:
+        return sorted(self.manager.snapshot.served.get(model, {}))
+
+    # -- inference --------------------------------------------------------------------------
+
+    def infer_now(
+        self,
+        served: ServedVersion,
+        protocol: str,
+        started: float,
+        decode: Decode,
+        encode: Encode[Reply],
+    ) -> Reply:
+        """An inference on a version that runs inline, answered within the caller's turn."""
+        inline = served.inline
+        assert inline is not None  # callers check served.inline first
+        try:
+            request = decode(served)
+            reply = encode(served, request, inline.run_now(request.feeds))
+        except Exception as exc:
+            self.count(served, protocol, exc, started)
+            raise
+        self.count(served, protocol, None, started, rows_of(request.feeds))
+        return reply
+
+    async def infer(
+        self,
+        served: ServedVersion,
+        protocol: str,
+        started: float,
+        decode: Decode,
+        encode: Encode[Reply],
+    ) -> Reply:
+        try:
+            request = decode(served)
+            reply = encode(served, request, await served.executor.run(request.feeds))
+        except Exception as exc:
+            self.count(served, protocol, exc, started)
+            raise
+        self.count(served, protocol, None, started, rows_of(request.feeds))
+        return reply
+
+    def count(
+        self,
+        served: ServedVersion,
+        protocol: str,
+        error: Exception | None,
+        started: float,
+        rows: int = 0,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        if error is None:
+            outcome = "ok"
+        else:
+            outcome = str(error.http_status if isinstance(error, MserveError) else 500)
+        self.metrics.request(served.model, served.version_text, protocol, outcome, seconds)
+        key = (served.model, served.version)
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = Stats()
+        nanoseconds = int(seconds * 1e9)
+        if error is None:
+            stats.success += 1
+            stats.success_ns += nanoseconds
+            stats.rows += rows
+        else:
+            stats.fail += 1
+            stats.fail_ns += nanoseconds
+        stats.last_ms = int(time.time() * 1000)
+
+
+def version_of(text: str) -> int | None:
+    """A version as every transport writes it: "" for none, else a positive integer without
+    leading zeros; anything else is the request's fault (400 / INVALID_ARGUMENT)."""
+    return None if text == "" else parse_version(text)
+
+
+def model_of(text: str) -> str:
+    """A model name from a request: one that cannot be a model's is simply not found."""
+    try:
+        return check_model_name(text)
+    except MserveError:
+        raise NotFoundError(f"model '{text[:64]}' not found") from None

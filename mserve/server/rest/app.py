@@ -1,0 +1,152 @@
+"""The HTTP edge: a plain ASGI application, and the two hooks of the fast path.
+
+Every error becomes ``{"error": "..."}`` with the status of PROTOCOLS.md; anything unexpected
+answers 500 with a generic message and one log line, so no traceback, path or internal name
+reaches a client. Every reply carries a request id and gets an access-log line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import orjson
+
+from mserve.errors import MserveError, Unauthorized
+
+from ..admin import Admin
+from ..dataplane import DataPlane
+from ..settings import ServerSettings
+from .access_log import AccessLog
+from .routes import Disconnected, InferRoute, Reply, Routes, Scope
+
+log = logging.getLogger("mserve.server")
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
+_REQUEST_ID = re.compile(rb"[!-~]+")
+INTERNAL = b'{"error":"internal server error"}'
+
+
+class RestApp:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        plane: DataPlane,
+        admin: Admin,
+        server_version: str,
+    ) -> None:
+        self.settings = settings
+        self.plane = plane
+        self.routes = Routes(plane, admin, settings, server_version)
+        self.access_log = AccessLog() if settings.access_log else None
+        # What lifespan runs (the composition root sets them: loading models, gRPC).
+        self.on_startup: Callable[[], Awaitable[None]] | None = None
+        self.on_shutdown: Callable[[], Awaitable[None]] | None = None
+        self._ids = itertools.count(1)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.on_startup is not None:
+                        await self.on_startup()
+                except Exception as exc:  # reported to uvicorn, which then exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.on_shutdown is not None:
+                    await self.on_shutdown()
+                if self.access_log is not None:
+                    self.access_log.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        scope["mserve.headers"] = headers = dict(scope["headers"])  # names arrive lower-case
+        try:
+            reply = await self.routes.handle(scope, receive, started)
+        except Disconnected:
+            return
+        except Exception as exc:
+            reply = self.failure(exc, scope["method"], scope["path"])
+        status, head, body = self.answer(reply, headers, scope["method"], scope["path"], started)
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+    def failure(self, exc: Exception, method: str, path: str) -> Reply:
+        if isinstance(exc, MserveError):
+            return Reply(exc.http_status, orjson.dumps({"error": exc.message}))
+        # A bug: logged for the operator; the client learns only that it happened.
+        log.error("internal error on %s %s", method, path, exc_info=exc)
+        return Reply(500, INTERNAL)
+
+    def answer(
+        self, reply: Reply, headers: dict[bytes, bytes], method: str, path: str, started: float
+    ) -> Answer:
+        """Status, headers and body of a reply (both HTTP paths), with its access-log line."""
+        # The client's id (for tracing across services) is echoed, so it is capped and must be
+        # printable ASCII.
+        request_id = headers.get(b"x-request-id")
+        if request_id is None or not _REQUEST_ID.fullmatch(request_id := bytes(request_id[:128])):
+            request_id = str(next(self._ids)).encode()
+        if reply.status == 503:  # overload, not ready, draining: all worth retrying
+            reply.headers = ((b"retry-after", b"1"),)
+        elif reply.status == Unauthorized.http_status:
+            reply.headers = ((b"www-authenticate", b"Bearer"),)
+        head = [
+            (b"content-type", reply.content_type),
+            (b"content-length", str(len(reply.body)).encode()),
+            (b"x-request-id", request_id),
+            *reply.headers,
+        ]
+        if self.access_log is not None:
+            self.access_log.write(
+                method, path, reply.status, request_id, started, reply.model, reply.version
+            )
+        return reply.status, head, reply.body
+
+    # -- the fast path (fastpath.py): inference without ASGI ---------------------------------
+
+    def direct_route(self, target: bytes) -> str | None:
+        """The path of an inference route seen before, if TARGET (a request's raw target) is
+        one. A raw target equal to a cached path has no query and no percent-escapes."""
+        path = target.decode("latin-1")
+        return path if path in self.routes.infer_routes else None
+
+    def infer_direct(
+        self, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None, started: float
+    ) -> Answer | Coroutine[Any, Any, Answer]:
+        """Answer at once when the version runs inline; else return a coroutine that answers
+        once its batch has run. BODY is None when it was over the size limit."""
+        head = dict(headers)
+        route = self.routes.infer_routes[path]
+        try:
+            served = self.plane.resolve(route.model, route.version, route.label)
+            decode, encode = self.routes.codec(route, head, body)
+            if served.inline is None:
+                return self._infer_later(route, head, body, started)
+            reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
+        except Exception as exc:
+            reply = self.failure(exc, "POST", path)
+        return self.answer(reply, head, "POST", path, started)
+
+    async def _infer_later(
+        self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None, started: float
+    ) -> Answer:
+        try:
+            reply = await self.routes.infer(route, headers, body, started)
+        except Exception as exc:
+            reply = self.failure(exc, "POST", route.path)
+        return self.answer(reply, headers, "POST", route.path, started)

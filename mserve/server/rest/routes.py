@@ -1,0 +1,294 @@
+"""REST routes: URL parsing, bodies and their limits, and the call into the data plane, the admin
+operations, the views or the codecs. No framework: routing a handful of fixed path shapes by
+hand is faster than any router, and an inference URL is parsed once and remembered.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mserve.errors import (
+    InputError,
+    MethodNotAllowed,
+    NotFoundError,
+    PayloadTooLarge,
+)
+from mserve.protocol import tfserving, v2
+from mserve.reference import check_label
+
+from .. import views
+from ..admin import Admin
+from ..dataplane import DataPlane, model_of, version_of
+from ..manager import ServedVersion
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..settings import ServerSettings
+
+JSON = b"application/json"
+MAX_CACHED_ROUTES = 4096
+Scope = dict[str, Any]
+
+
+class Disconnected(Exception):
+    """The client went away before its body arrived."""
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    model: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class InferRoute:
+    """An inference URL routed once, so later requests skip parsing it (and, through the fast
+    path, ASGI): its protocol, verb and what it names. A label is resolved per request."""
+
+    protocol: str  # "v2" or "tfserving"
+    verb: str  # "infer", or TF Serving's predict, classify or regress
+    path: str
+    model: str
+    version: int | None = None
+    label: str | None = None
+
+
+def json_reply(data: Any, status: int = 200) -> Reply:
+    return Reply(status, orjson.dumps(data))
+
+
+class Routes:
+    def __init__(
+        self, plane: DataPlane, admin: Admin, settings: ServerSettings, server_version: str
+    ) -> None:
+        self.plane = plane
+        self.admin = admin
+        self.limit = settings.max_body_bytes
+        extensions = ["binary_tensor_data", "model_configuration", "statistics"]
+        if admin.enabled:
+            extensions.append("model_repository")
+        self.server_metadata = {
+            "name": "mserve",
+            "version": server_version,
+            "extensions": extensions,
+        }
+        self.infer_routes: dict[str, InferRoute] = {}
+
+    async def handle(self, scope: Scope, receive: Any, started: float) -> Reply:
+        method, path = scope["method"], scope["path"]
+        known = self.infer_routes.get(path) if method == "POST" else None
+        if known is not None:  # an inference URL seen before
+            return await self.infer(
+                known, scope["mserve.headers"], await self.body(scope, receive), started
+            )
+        parts = [p for p in path.split("/") if p]
+        if path in ("/metrics", "/monitoring/prometheus/metrics"):
+            MethodNotAllowed.unless(method, "GET")
+            return Reply(200, self.plane.metrics.render(), METRICS_CONTENT_TYPE.encode())
+        if parts[:1] == ["v2"] and parts[1:2] != ["repository"]:
+            return await self._v2(method, parts[1:], scope, receive, started)
+        if parts[:1] == ["admin"] or parts[:2] == ["v2", "repository"]:
+            self.admin.authorize(scope["mserve.headers"].get(b"authorization"))
+            body = await self.body(scope, receive)
+            if parts[0] == "admin":
+                status, data = await self.admin.admin(method, parts[1:], body)
+            else:
+                status, data = await self.admin.repository(method, parts[2:], body)
+            return json_reply(data, status)
+        if parts[:2] == ["v1", "models"] and len(parts) >= 3:
+            return await self._v1(method, parts[2:], scope, receive, started)
+        raise NotFoundError(f"no route for {path}")
+
+    async def _v2(
+        self, method: str, parts: list[str], scope: Scope, receive: Any, started: float
+    ) -> Reply:
+        plane = self.plane
+        if not parts:
+            MethodNotAllowed.unless(method, "GET")
+            return json_reply(self.server_metadata)
+        if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            MethodNotAllowed.unless(method, "GET")
+            if parts[1] == "live":
+                return json_reply({"live": True})
+            return json_reply({"ready": plane.ready}, 200 if plane.ready else 503)
+        if parts[0] != "models":
+            raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
+        if parts[1:] in ([], ["stats"]):
+            MethodNotAllowed.unless(method, "GET")
+            return json_reply(
+                views.models(plane) if len(parts) == 1 else views.statistics(plane, None, None)
+            )
+        model = model_of(parts[1])
+        rest = parts[2:]
+        version = None
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2:
+                raise NotFoundError("no route: /versions needs a version number")
+            version = version_of(rest[1])
+            rest = rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1 or action not in ("", "ready", "config", "infer", "stats"):
+            raise NotFoundError(f"no route for /v2/{'/'.join(parts)}")
+        if action == "infer":
+            MethodNotAllowed.unless(method, "POST")
+            route = InferRoute("v2", "infer", scope["path"], model, version)
+            return await self._first_infer(route, scope, receive, started)
+        MethodNotAllowed.unless(method, "GET")
+        if action == "stats":
+            return json_reply(views.statistics(plane, model, version))
+        if action == "ready":
+            ready = plane.model_ready(model, version)
+            return json_reply({"name": model, "ready": ready}, 200 if ready else 503)
+        served = plane.resolve(model, version)
+        if action == "config":
+            return json_reply(views.model_config(served))
+        versions = [version] if version is not None else plane.versions(model)
+        return json_reply(views.model_metadata(served, versions))
+
+    async def _v1(
+        self, method: str, parts: list[str], scope: Scope, receive: Any, started: float
+    ) -> Reply:
+        verb = ""
+        if ":" in parts[-1]:
+            parts[-1], verb = parts[-1].split(":", 1)
+        model = model_of(parts[0])
+        rest = parts[1:]
+        version, label = None, None
+        if rest[:1] == ["versions"] and len(rest) >= 2:
+            version, rest = version_of(rest[1]), rest[2:]
+        elif rest[:1] == ["labels"] and len(rest) >= 2:
+            label, rest = check_label(rest[1]), rest[2:]
+        if verb:
+            if verb not in tfserving.VERBS or rest:
+                raise NotFoundError(f"no route for {scope['path']}")
+            MethodNotAllowed.unless(method, "POST")
+            route = InferRoute("tfserving", verb, scope["path"], model, version, label)
+            return await self._first_infer(route, scope, receive, started)
+        MethodNotAllowed.unless(method, "GET")
+        if rest == ["metadata"]:
+            return json_reply(views.tf_metadata(self.plane.resolve(model, version, label)))
+        if rest:
+            raise NotFoundError(f"no route for /v1/models/{'/'.join(parts)}")
+        return json_reply(views.tf_status(self.plane, model, version, label))
+
+    # -- inference --------------------------------------------------------------------------
+
+    async def _first_infer(
+        self, route: InferRoute, scope: Scope, receive: Any, started: float
+    ) -> Reply:
+        """An inference URL seen for the first time: remembered once it names something served
+        (so unknown names cannot fill the cache), then answered like any other."""
+        self.plane.resolve(route.model, route.version, route.label)
+        if len(self.infer_routes) < MAX_CACHED_ROUTES:
+            self.infer_routes[route.path] = route
+        return await self.infer(
+            route, scope["mserve.headers"], await self.body(scope, receive), started
+        )
+
+    async def infer(
+        self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None, started: float
+    ) -> Reply:
+        served = self.plane.resolve(route.model, route.version, route.label)
+        decode, encode = self.codec(route, headers, body)
+        return await self.plane.infer(served, route.protocol, started, decode, encode)
+
+    def codec(
+        self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None
+    ) -> tuple[Any, Any]:
+        """How this route's request is decoded and its answer encoded. The data plane calls
+        both, so a failure in either is counted against the version."""
+        if route.protocol == "v2":
+
+            def decode_v2(served: ServedVersion) -> Any:
+                length = _int_header(headers.get(v2.HEADER_LENGTH))
+                return v2.decode_request(self.inflate(headers, body), length, served.plan)
+
+            return decode_v2, _encode_v2
+        verb = route.verb
+
+        def decode_tf(served: ServedVersion) -> Any:
+            return tfserving.decode_request(verb, self.inflate(headers, body), served.plan)
+
+        return decode_tf, _encode_tf
+
+    # -- bodies -----------------------------------------------------------------------------
+
+    async def body(self, scope: Scope, receive: Any) -> bytes:
+        declared = _int_header(scope["mserve.headers"].get(b"content-length"))
+        if declared is not None and declared > self.limit:
+            raise PayloadTooLarge(f"the body is over the {self.limit}-byte limit")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise PayloadTooLarge(f"the body is over the {self.limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def inflate(self, headers: dict[bytes, bytes], body: bytes | None) -> bytes:
+        """The body as sent, decompressed; None is a body the fast path found over the limit."""
+        if body is None:
+            raise PayloadTooLarge(f"the body is over the {self.limit}-byte limit")
+        encoding = headers.get(b"content-encoding")
+        if encoding in (None, b"identity"):
+            return body
+        if encoding not in (b"gzip", b"deflate"):
+            raise InputError(f"unsupported Content-Encoding {encoding.decode(errors='replace')}")
+        inflater = zlib.decompressobj(wbits=31 if encoding == b"gzip" else 15)
+        try:
+            inflated = inflater.decompress(body, self.limit + 1)
+        except zlib.error:
+            raise InputError(f"the body is not valid {encoding.decode()} data") from None
+        if len(inflated) > self.limit:
+            raise PayloadTooLarge(f"the decompressed body is over the {self.limit}-byte limit")
+        return inflated
+
+
+def _encode_v2(served: ServedVersion, request: Any, outputs: list[Any]) -> Reply:
+    payload, header_length = v2.encode_response(
+        served.model, served.version_text, served.plan, request, outputs
+    )
+    if header_length is None:
+        return Reply(200, payload, model=served.model, version=served.version_text)
+    return Reply(
+        200,
+        payload,
+        b"application/octet-stream",
+        ((v2.HEADER_LENGTH, str(header_length).encode()),),
+        served.model,
+        served.version_text,
+    )
+
+
+def _encode_tf(served: ServedVersion, request: Any, outputs: list[Any]) -> Reply:
+    if request.verb == "predict":
+        payload = tfserving.encode_predict(served.plan, outputs, request.row_form)
+    elif request.verb == "classify":
+        scores, labels = outputs[request.output], served.runner.class_labels
+        if labels is not None and len(labels) != scores.shape[1]:
+            labels = None  # these scores are not the classifier's own
+        payload = tfserving.encode_classify(scores, labels)
+    else:
+        payload = tfserving.encode_regress(outputs[request.output])
+    return Reply(200, payload, model=served.model, version=served.version_text)
+
+
+def _int_header(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError("a numeric header is not a number") from None
