@@ -84,15 +84,16 @@ def decode_request(verb: str, body: bytes, plan: Plan) -> TfRequest:
 
 
 def _answering_output(verb: str, plan: Plan) -> int:
-    """The output :classify reads scores from (float, [N, C]; "prob..." or "score..." first) or
-    :regress reads values from (float, [N] or [N, 1]); checked before inference."""
+    """The output :classify reads scores from (float, [N, C] with C not 1; "prob..." or
+    "score..." first) or :regress reads values from (float, [N] or [N, 1]); checked before
+    inference."""
     floats = {
         spec.name: spec.shape
         for spec in plan.signature.outputs
         if spec.dtype.startswith("float") and spec.shape is not None
     }
     if verb == "classify":
-        fits = [n for n, shape in floats.items() if len(shape) == 2]
+        fits = [n for n, shape in floats.items() if len(shape) == 2 and shape[1] != 1]
         fits.sort(key=lambda n: not n.lower().startswith(("prob", "score")))
     else:
         fits = [n for n, shape in floats.items() if len(shape) == 1 or shape[1:] == (1,)]
