@@ -36,14 +36,14 @@ def timed(
 
 
 def launch(
-    command: list[str], ready_url: str, env: dict[str, str] | None = None
+    command: list[str], ready_url: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start a server process and wait (60 s at most) until READY_URL answers 200."""
+    """Start a server process and wait (60 s at most) until READY_URL answers 200. Its stderr
+    goes to LOG (a real file, as in production), else nowhere."""
     import httpx
 
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    stderr = log.open("ab") if log is not None else subprocess.DEVNULL
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

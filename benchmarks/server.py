@@ -4,7 +4,8 @@
 
 The server is pinned to CPU 0, wrk (one thread) to CPU 1. Models: a tiny scikit-learn logistic
 regression on 4 features, and an MLP 256 -> 1024 -> 1024 -> 10 (batching on, from its
-model.json settings). Bodies are batch-1 KServe V2 requests, JSON and binary. Measured in the
+model.json settings). Bodies are batch-1 KServe V2 requests: JSON and binary over HTTP (wrk),
+and ModelInfer over gRPC (h2load, nghttp2's native HTTP/2 load generator). Measured in the
 same run, for scale: the bare ASGI + onnxruntime app (bare_app.py, the issue's reference) and the
 same work on a raw uvloop protocol without ASGI (raw_app.py, the floor of any Python server here)
 on the same models, each also answering a constant (wrk's and uvicorn's ceilings), and a bare
@@ -32,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 LOADGEN = HERE.parent.parent / "shared" / "loadgen"
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "server-results.jsonl"
+INPUTS = {"tiny": ("X", 4), "mlp": ("x", 256)}  # each model's input and its width
 
 
 def build_models(repo: Path) -> dict[str, Path]:
@@ -90,7 +92,7 @@ def bodies(folder: Path) -> dict[str, tuple[Path, int | None]]:
     """name -> (body file, JSON header length for binary bodies)."""
     rng = np.random.default_rng(1)
     made: dict[str, tuple[Path, int | None]] = {}
-    for model, name, width in (("tiny", "X", 4), ("mlp", "x", 256)):
+    for model, (name, width) in INPUTS.items():
         row = rng.normal(size=width).astype(np.float32)
         text = folder / f"{model}.json"
         text.write_text(
@@ -127,10 +129,10 @@ def bodies(folder: Path) -> dict[str, tuple[Path, int | None]]:
 
 
 def start(
-    command: list[str], url: str, env: dict[str, str] | None = None
+    command: list[str], url: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """A server pinned to CPU 0 (wrk runs on CPU 1)."""
-    return launch(["taskset", "-c", "0", *command], url, env)
+    return launch(["taskset", "-c", "0", *command], url, env, log)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -194,6 +196,54 @@ def load(
     return result
 
 
+def grpc_body(folder: Path, model: str, name: str, width: int) -> Path:
+    """A ModelInferRequest in gRPC's framing (flag byte, 4-byte length), as h2load sends it."""
+    from mserve.protocol import v2_grpc
+
+    row = np.random.default_rng(1).normal(size=(1, width)).astype(np.float32)
+    message = v2_grpc.encode_request(model, "", {name: (row, "FP32")})
+    path = folder / f"{model}.grpc"
+    path.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    return path
+
+
+def grpc_load(
+    label: str, address: str, body: Path, *, concurrency: int, seconds: int
+) -> dict[str, Any]:
+    """ModelInfer calls from h2load (nghttp2's native HTTP/2 load generator, one thread on
+    CPU 1), one call in flight per connection. A call that fails still answers HTTP 200 (its
+    status is in the trailers), so the caller checks one call with a real client first."""
+    h2load = ["taskset", "-c", "1", "h2load", "-t1", f"-c{concurrency}", "-m1", "-d", str(body)]
+    h2load += ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+    url = f"http://{address}/inference.GRPCInferenceService/ModelInfer"
+    out = subprocess.run(
+        [*h2load, "-D", str(seconds), "--warm-up-time", "2", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(out.split("finished in ", 1)[1].split(", ")[1].split(" req/s")[0])
+    failed = out.split("requests: ", 1)[1].split(" failed")[0].rsplit(" ", 1)[-1]
+    result = {"label": label, "url": url, "concurrency": concurrency, "rps": rps}
+    result["errors"] = float(failed)
+    print(f"{label:50} c={concurrency:<3} {rps:9.1f} req/s  errors {failed}", flush=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    return result
+
+
+def check_grpc(address: str, model: str, name: str, width: int) -> None:
+    """One call with grpcio's client: the load's calls would fail the same way."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name=name, datatype="FP32", shape=[1, width])
+    request.raw_input_contents.append(np.ones((1, width), np.float32).tobytes())
+    with grpc.insecure_channel(address) as channel:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+
+
 def onnxruntime_loop(path: Path, width: int, seconds: float = 3.0) -> float:
     """Batch-1 requests per second of a bare onnxruntime session on one core (compute limit)."""
     code = (
@@ -248,8 +298,9 @@ def main() -> None:
         f"# {time.strftime('%Y-%m-%d %H:%M')} {os.uname().nodename} {os.cpu_count()} cores; "
         f"server on CPU 0, wrk on CPU 1; {args.seconds} s per run"
     )
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install -y wrk")
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed: apt-get install -y {package}")
     work = Path(tempfile.mkdtemp(prefix="mserve-bench-"))
     paths = build_models(work / "models")
     made = bodies(work)
@@ -288,7 +339,7 @@ def main() -> None:
             finally:
                 stop(app)
 
-    port = 18601
+    port, grpc_port = 18601, 18602
     server = start(
         [
             str(BIN / "mserve"),
@@ -298,7 +349,7 @@ def main() -> None:
             str(port),
             "--no-access-log",
             "--grpc-port",
-            "0",
+            str(grpc_port),
             "--threads",
             "1",
         ],
@@ -317,6 +368,14 @@ def main() -> None:
                         concurrency=c,
                         seconds=args.seconds,
                     )
+            name, width = INPUTS[model]
+            address = f"127.0.0.1:{grpc_port}"
+            check_grpc(address, model, name, width)
+            body = grpc_body(work, model, name, width)
+            for c in args.concurrency:
+                grpc_load(
+                    f"mserve {model} v2 grpc", address, body, concurrency=c, seconds=args.seconds
+                )
     finally:
         stop(server)
     shutil.rmtree(work, ignore_errors=True)

@@ -1,23 +1,25 @@
 """KServe V2 gRPC (``inference.GRPCInferenceService``): each method converts the message, calls
 the data plane (or a view, or the admin operations) and converts back, under one error edge.
 
-The servicer base comes from the ``tritonclient`` wheel. The server runs on the HTTP server's
-event loop (grpc.aio), so both transports share models, batchers, metrics and statistics.
+The messages are the ones the ``tritonclient`` wheel generates from Triton's
+grpc_service.proto, so tritonclient and the kserve client speak to it unchanged. The transport
+under it is ``http2.py``, on the HTTP server's event loop: both share models, batchers,
+metrics and statistics, and an inline version answers within the socket callback, as on REST.
 """
 
 from __future__ import annotations
 
-import functools
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple
 
-import grpc
 from google.protobuf import json_format
-from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import model_config_pb2, service_pb2
 
-from mserve.errors import MserveError
+from mserve.errors import MserveError, Unsupported
 from mserve.protocol import v2_grpc
 
 from . import views
@@ -25,67 +27,108 @@ from .admin import Admin
 from .dataplane import DataPlane, model_of, version_of
 
 log = logging.getLogger("mserve.server")
+SERVICE = "/inference.GRPCInferenceService/"
+# gRPC status codes (grpc/status.h), by the HTTP status of mserve's errors
+OK, INVALID_ARGUMENT, INTERNAL = 0, 3, 13
 STATUS_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.FAILED_PRECONDITION,
-    501: grpc.StatusCode.UNIMPLEMENTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    400: INVALID_ARGUMENT,
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    405: 12,  # UNIMPLEMENTED
+    409: 9,  # FAILED_PRECONDITION
+    413: 8,  # RESOURCE_EXHAUSTED
+    422: 9,  # FAILED_PRECONDITION
+    501: 12,  # UNIMPLEMENTED
+    503: 14,  # UNAVAILABLE
+    504: 4,  # DEADLINE_EXCEEDED
 }
-Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 
 
-def edge(method: Method) -> Method:
-    """The one error edge: mserve's errors become their status codes with their message;
-    anything else is INTERNAL with a generic message, and one log line for the operator."""
+class Outcome(NamedTuple):
+    """A call's answer: a serialized response message, or a status code and its message."""
 
-    @functools.wraps(method)
-    async def guarded(self: Any, request: Any, context: Any) -> Any:
-        try:
-            return await method(self, request, context)
-        except MserveError as exc:
-            code = STATUS_CODES.get(exc.http_status, grpc.StatusCode.INTERNAL)
-            await context.abort(code, exc.message)
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            log.error("internal error in gRPC %s", method.__name__, exc_info=exc)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-
-    return guarded  # type: ignore[return-value]
+    code: int
+    message: str = ""
+    payload: bytes = b""
 
 
-class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+def failure(exc: BaseException, method: str) -> Outcome:
+    """The one error edge: mserve's errors become their codes with their message; anything
+    else is INTERNAL with a generic message, and one log line for the operator."""
+    if isinstance(exc, MserveError):
+        return Outcome(STATUS_CODES.get(exc.http_status, INTERNAL), exc.message)
+    if isinstance(exc, DecodeError):
+        return Outcome(INVALID_ARGUMENT, f"the message is not a valid {method} request")
+    log.error("internal error in gRPC %s", method, exc_info=exc)
+    return Outcome(INTERNAL, "internal server error")
+
+
+Handler = Callable[[Any, dict[str, str]], Any]
+
+
+class InferenceService:
     def __init__(self, plane: DataPlane, admin: Admin, server_metadata: dict[str, Any]) -> None:
         self.plane = plane
         self.admin = admin
         self.server_metadata = server_metadata
+        # path -> (request message class, handler)
+        self.methods: dict[str, tuple[Any, Handler]] = {
+            SERVICE + name: (getattr(service_pb2, f"{name}Request"), getattr(self, name))
+            for name in (
+                "ServerLive",
+                "ServerReady",
+                "ServerMetadata",
+                "ModelReady",
+                "ModelMetadata",
+                "ModelConfig",
+                "ModelStatistics",
+                "ModelInfer",
+                "RepositoryIndex",
+                "RepositoryModelLoad",
+                "RepositoryModelUnload",
+            )
+        }
 
-    @edge
-    async def ServerLive(self, request: Any, context: Any) -> Any:
+    def call(
+        self, path: str, message: bytes, metadata: dict[str, str]
+    ) -> Outcome | Awaitable[Outcome]:
+        """Answer one call: at once when it can, else with an awaitable."""
+        method = path.rsplit("/", 1)[-1]
+        entry = self.methods.get(path)
+        if entry is None:
+            return Outcome(12, f"method {path} is not served")  # UNIMPLEMENTED
+        kind, handler = entry
+        try:
+            result = handler(kind.FromString(message), metadata)
+            if inspect.isawaitable(result):
+                return self._later(result, method)
+            return Outcome(OK, payload=result.SerializeToString())
+        except Exception as exc:
+            return failure(exc, method)
+
+    async def _later(self, result: Awaitable[Any], method: str) -> Outcome:
+        try:
+            return Outcome(OK, payload=(await result).SerializeToString())
+        except Exception as exc:
+            return failure(exc, method)
+
+    # -- methods ----------------------------------------------------------------------------
+
+    def ServerLive(self, request: Any, metadata: dict[str, str]) -> Any:
         return service_pb2.ServerLiveResponse(live=True)
 
-    @edge
-    async def ServerReady(self, request: Any, context: Any) -> Any:
+    def ServerReady(self, request: Any, metadata: dict[str, str]) -> Any:
         return service_pb2.ServerReadyResponse(ready=self.plane.ready)
 
-    @edge
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+    def ServerMetadata(self, request: Any, metadata: dict[str, str]) -> Any:
         return json_format.ParseDict(self.server_metadata, service_pb2.ServerMetadataResponse())
 
-    @edge
-    async def ModelReady(self, request: Any, context: Any) -> Any:
+    def ModelReady(self, request: Any, metadata: dict[str, str]) -> Any:
         ready = self.plane.model_ready(model_of(request.name), version_of(request.version))
         return service_pb2.ModelReadyResponse(ready=ready)
 
-    @edge
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+    def ModelMetadata(self, request: Any, metadata: dict[str, str]) -> Any:
         model, version = model_of(request.name), version_of(request.version)
         served = self.plane.resolve(model, version)
         versions = [version] if version is not None else self.plane.versions(model)
@@ -93,76 +136,54 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             views.model_metadata(served, versions), service_pb2.ModelMetadataResponse()
         )
 
-    @edge
-    async def ModelConfig(self, request: Any, context: Any) -> Any:
+    def ModelConfig(self, request: Any, metadata: dict[str, str]) -> Any:
         served = self.plane.resolve(model_of(request.name), version_of(request.version))
         config = json_format.ParseDict(views.model_config(served), model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
 
-    @edge
-    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+    def ModelStatistics(self, request: Any, metadata: dict[str, str]) -> Any:
         model = model_of(request.name) if request.name else None
         stats = views.statistics(self.plane, model, version_of(request.version))
         return json_format.ParseDict(stats, service_pb2.ModelStatisticsResponse())
 
-    @edge
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
+    def ModelInfer(self, request: Any, metadata: dict[str, str]) -> Any:
         started = time.perf_counter()
         served = self.plane.resolve(model_of(request.model_name), version_of(request.model_version))
-        return await self.plane.infer(
-            served,
-            "grpc",
-            started,
-            lambda s: v2_grpc.decode_request(request, s.plan),
-            lambda s, decoded, outputs: v2_grpc.encode_response(
-                s.model, s.version_text, s.plan, decoded, outputs
-            ),
-        )
+
+        def decode(served: Any) -> Any:
+            return v2_grpc.decode_request(request, served.plan)
+
+        def encode(served: Any, decoded: Any, outputs: list[Any]) -> Any:
+            return v2_grpc.encode_response(
+                served.model, served.version_text, served.plan, decoded, outputs
+            )
+
+        if served.inline is not None:
+            return self.plane.infer_now(served, "grpc", started, decode, encode)
+        return self.plane.infer(served, "grpc", started, decode, encode)
 
     # -- repository extension (behind the admin token, sent as "authorization" metadata) ----
 
-    def _authorize(self, context: Any) -> None:
-        token = dict(context.invocation_metadata() or ()).get("authorization")
-        self.admin.authorize(token.encode() if isinstance(token, str) else None)
+    def _authorize(self, metadata: dict[str, str]) -> None:
+        token = metadata.get("authorization")
+        self.admin.authorize(token.encode() if token is not None else None)
 
-    @edge
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        self._authorize(context)
+    def RepositoryIndex(self, request: Any, metadata: dict[str, str]) -> Any:
+        self._authorize(metadata)
         return json_format.ParseDict(
             {"models": self.admin.index(request.ready)}, service_pb2.RepositoryIndexResponse()
         )
 
-    @edge
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        self._authorize(context)
+    async def RepositoryModelLoad(self, request: Any, metadata: dict[str, str]) -> Any:
+        self._authorize(metadata)
         await self.admin.set_serving(request.model_name, True, dict(request.parameters))
         return service_pb2.RepositoryModelLoadResponse()
 
-    @edge
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        self._authorize(context)
+    async def RepositoryModelUnload(self, request: Any, metadata: dict[str, str]) -> Any:
+        self._authorize(metadata)
         await self.admin.set_serving(request.model_name, False, dict(request.parameters))
         return service_pb2.RepositoryModelUnloadResponse()
 
 
-async def start(
-    service: InferenceService, host: str, port: int, max_message_bytes: int
-) -> grpc.aio.Server:
-    """The gRPC server on HOST:PORT. Messages may be as large as an HTTP body (--max-body-mb);
-    the port is never shared with another process (grpcio sets SO_REUSEPORT by default)."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:
-        bound = 0
-    if bound == 0:
-        raise MserveError(f"cannot bind gRPC to {host}:{port} (is the port in use?)")
-    await server.start()
-    return server
+def unsupported(what: str) -> Outcome:
+    return failure(Unsupported(what), "")

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any
+
+from mserve.errors import EnvironmentProblem
 
 from .admin import Admin
 from .dataplane import DataPlane
@@ -32,27 +35,42 @@ class Server:
     plane: DataPlane
     admin: Admin
     rest: RestApp
-    grpc: Any = None  # the running grpc.aio server, once started
+    grpc: Any = None  # the gRPC listener (an asyncio server), once started
+    grpc_connections: Any = ()
 
     async def start(self) -> None:
         """Read the repository and load what it serves, then open gRPC (if configured)."""
         await asyncio.get_running_loop().run_in_executor(None, self.plane.manager.start)
-        settings = self.settings
-        if settings.grpc_port:
-            from . import grpc
-
-            service = grpc.InferenceService(
-                self.plane, self.admin, self.rest.routes.server_metadata
-            )
-            self.grpc = await grpc.start(
-                service, settings.host, settings.grpc_port, settings.max_body_bytes
-            )
+        if self.settings.grpc_port:
+            await self._start_grpc()
         self.plane.started = True
+
+    async def _start_grpc(self) -> None:
+        from . import grpc, http2
+
+        settings = self.settings
+        service = grpc.InferenceService(self.plane, self.admin, self.rest.routes.server_metadata)
+        protocol = http2.protocol_for(service, settings.max_body_bytes)
+        self.grpc_connections = protocol.connections
+        try:
+            self.grpc = await asyncio.get_running_loop().create_server(
+                protocol, settings.host, settings.grpc_port
+            )
+        except OSError as exc:
+            where = f"{settings.host}:{settings.grpc_port}"
+            raise EnvironmentProblem(f"cannot listen for gRPC on {where}: {exc.strerror}") from None
 
     async def stop(self) -> None:
         self.plane.started = False
         if self.grpc is not None:
-            await self.grpc.stop(self.settings.shutdown_grace_s)
+            self.grpc.close()  # no new connections; calls in flight finish within the grace
+            for connection in list(self.grpc_connections):
+                connection.go_away()
+            deadline = time.monotonic() + self.settings.shutdown_grace_s
+            while self.grpc_connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for connection in list(self.grpc_connections):
+                connection.transport.close()
         await asyncio.get_running_loop().run_in_executor(None, self.plane.manager.stop)
 
 

@@ -22,7 +22,7 @@ from ..admin import Admin
 from ..dataplane import DataPlane
 from ..settings import ServerSettings
 from .access_log import AccessLog
-from .routes import Disconnected, InferRoute, Reply, Routes, Scope
+from .routes import Disconnected, Reply, Routes, Scope
 
 log = logging.getLogger("mserve.server")
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
@@ -136,17 +136,18 @@ class RestApp:
             served = self.plane.resolve(route.model, route.version, route.label)
             decode, encode = self.routes.codec(route, head, body)
             if served.inline is None:
-                return self._infer_later(route, head, body, started)
+                later = self.plane.infer(served, route.protocol, started, decode, encode)
+                return self._answer_later(later, head, path, started)
             reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
         except Exception as exc:
             reply = self.failure(exc, "POST", path)
         return self.answer(reply, head, "POST", path, started)
 
-    async def _infer_later(
-        self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None, started: float
+    async def _answer_later(
+        self, later: Awaitable[Reply], headers: dict[bytes, bytes], path: str, started: float
     ) -> Answer:
         try:
-            reply = await self.routes.infer(route, headers, body, started)
+            reply = await later
         except Exception as exc:
-            reply = self.failure(exc, "POST", route.path)
-        return self.answer(reply, headers, "POST", route.path, started)
+            reply = self.failure(exc, "POST", path)
+        return self.answer(reply, headers, "POST", path, started)

@@ -1,0 +1,382 @@
+"""gRPC's HTTP/2 transport: unary calls, on the HTTP server's event loop.
+
+Why not grpcio's server: grpc.aio polls its sockets on a thread of its own and hands each call
+to the event loop, and on one core that costs more than the inference; with the pure-Python h2
+state machine a bare echo of ModelInfer still ran at 40 % of the REST rate. Framing by hand is
+small for unary calls and answers an inline version inside the socket callback, as the REST
+fast path does (benchmarks/RESULTS.md has the figures). HPACK comes from the ``hpack`` library.
+
+What it does: the connection preface and SETTINGS, PING, GOAWAY both ways, RST_STREAM, headers
+over CONTINUATION frames, padding, flow control both ways (receive windows are replenished as
+data arrives; sends wait for the peer's windows), gzip-compressed request messages, and a
+message-size limit (RESOURCE_EXHAUSTED). Streaming calls are not served (ModelStreamInfer is
+UNIMPLEMENTED). Responses never touch HPACK's dynamic table, so they need no encoder state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import struct
+import zlib
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import quote
+
+from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
+
+from .grpc import INTERNAL, InferenceService, Outcome
+
+log = logging.getLogger("mserve.server")
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+WINDOW_UPDATE, CONTINUATION = 8, 9
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+NO_ERROR, PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR = 0, 1, 6, 7, 9
+MAX_STREAMS = 1024
+RECEIVE_WINDOW = 1 << 24  # per stream; replenished as data arrives
+MAX_FRAME = 1 << 20  # what we accept; we send no more than the peer allows
+MAX_HEADER_LIST = 64 * 1024
+DEFAULT_WINDOW, DEFAULT_FRAME = 65535, 16384
+UNIMPLEMENTED, RESOURCE_EXHAUSTED, INVALID_ARGUMENT = 12, 8, 3
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes((kind, flags))
+        + struct.pack(">I", stream)
+        + payload
+    )
+
+
+def _headers_block(pairs: list[tuple[str, str]]) -> bytes:
+    # Never-indexed literals (or static-table entries): no dynamic-table state on either side.
+    return bytes(Encoder().encode([NeverIndexedHeaderTuple(n, v) for n, v in pairs], huffman=False))
+
+
+RESPONSE_HEAD = _headers_block([(":status", "200"), ("content-type", "application/grpc")])
+OK_TRAILERS = _headers_block([("grpc-status", "0")])
+
+
+def _status_block(code: int, message: str, *, trailers_only: bool) -> bytes:
+    pairs = [(":status", "200"), ("content-type", "application/grpc")] if trailers_only else []
+    pairs += [
+        ("grpc-status", str(code)),
+        ("grpc-message", quote(message, safe=" !#$&'()*+,/:;=?@[]")),
+    ]
+    return _headers_block(pairs)
+
+
+class _Stream:
+    __slots__ = ("chunks", "closed", "headers", "id", "pending", "size", "window")
+
+    def __init__(self, stream_id: int, window: int) -> None:
+        self.id = stream_id
+        self.headers: dict[str, str] = {}
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.window = window  # what the peer lets us send on this stream
+        self.pending = b""  # response frames' DATA waiting for window, then the trailers
+        self.closed = False  # answered (or refused): later DATA is dropped
+
+
+class GrpcProtocol(asyncio.Protocol):
+    service: InferenceService  # set by protocol_for()
+    limit: int
+    connections: set[GrpcProtocol]
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.preface = False
+        self.decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
+        self.streams: dict[int, _Stream] = {}
+        self.last_stream = 0
+        self.headers_for: _Stream | None = None  # a header block continued in CONTINUATION
+        self.block = bytearray()
+        self.end_stream_after_headers = False
+        self.send_window = DEFAULT_WINDOW
+        self.peer_window = DEFAULT_WINDOW  # the peer's initial stream window
+        self.peer_frame = DEFAULT_FRAME
+        self.going_away = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- connection -------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.connections.add(self)
+        settings = struct.pack(
+            ">HIHIHIHI",
+            3, MAX_STREAMS,
+            4, RECEIVE_WINDOW,
+            5, MAX_FRAME,
+            6, MAX_HEADER_LIST,
+        )  # fmt: skip
+        window = struct.pack(">I", (1 << 30) - DEFAULT_WINDOW)
+        transport.write(_frame(SETTINGS, 0, 0, settings) + _frame(WINDOW_UPDATE, 0, 0, window))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.streams.clear()
+
+    def go_away(self) -> None:
+        """Graceful shutdown: no new calls; the connection closes when those in flight end."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.going_away = True
+        self.transport.write(_frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, NO_ERROR)))
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if self.going_away and not self.streams:
+            self.transport.close()
+
+    def _fail_connection(self, error: int, why: str) -> None:
+        log.info("gRPC connection closed: %s", why)
+        self.transport.write(_frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, error)))
+        self.transport.close()
+
+    # -- frames in --------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.preface:
+            if len(buffer) < len(PREFACE):
+                return
+            if buffer[: len(PREFACE)] != PREFACE:
+                self.transport.close()
+                return
+            del buffer[: len(PREFACE)]
+            self.preface = True
+        out: list[bytes] = []
+        position, end, consumed = 0, len(buffer), 0
+        while end - position >= 9:
+            length = int.from_bytes(buffer[position : position + 3], "big")
+            if length > MAX_FRAME:
+                self._fail_connection(FRAME_SIZE_ERROR, "a frame over the size limit")
+                return
+            if end - position - 9 < length:
+                break
+            kind, flags = buffer[position + 3], buffer[position + 4]
+            stream_id = int.from_bytes(buffer[position + 5 : position + 9], "big") & 0x7FFFFFFF
+            payload = bytes(buffer[position + 9 : position + 9 + length])
+            position += 9 + length
+            if kind == DATA:
+                consumed += length
+            if not self._frame(kind, flags, stream_id, payload, out):
+                return
+        del buffer[:position]
+        if consumed:
+            out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", consumed)))
+        if out:
+            self.transport.write(b"".join(out))
+
+    def _frame(
+        self, kind: int, flags: int, stream_id: int, payload: bytes, out: list[bytes]
+    ) -> bool:
+        """Handle one frame; False when the connection had to be closed."""
+        if self.headers_for is not None and kind != CONTINUATION:
+            self._fail_connection(PROTOCOL_ERROR, "a header block was interrupted")
+            return False
+        if kind == DATA:
+            stream = self.streams.get(stream_id)
+            if stream is not None and not stream.closed:
+                self._data(stream, _unpadded(flags, payload), flags & END_STREAM, out)
+        elif kind in (HEADERS, CONTINUATION):
+            return self._headers(kind, flags, stream_id, payload, out)
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+                out.append(_frame(SETTINGS, ACK, 0))
+        elif kind == PING:
+            if not flags & ACK:
+                out.append(_frame(PING, ACK, 0, payload))
+        elif kind == WINDOW_UPDATE:
+            self._window_update(stream_id, payload, out)
+        elif kind == RST_STREAM:
+            self.streams.pop(stream_id, None)
+            self._close_if_idle()
+        elif kind == GOAWAY:
+            self.going_away = True
+            self._close_if_idle()
+        return True
+
+    def _settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - len(payload) % 6, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == 4:  # INITIAL_WINDOW_SIZE: applies to open streams too
+                for stream in self.streams.values():
+                    stream.window += value - self.peer_window
+                self.peer_window = value
+            elif key == 5:
+                self.peer_frame = value
+
+    def _window_update(self, stream_id: int, payload: bytes, out: list[bytes]) -> None:
+        increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+        if stream_id == 0:
+            self.send_window += increment
+            for waiting in list(self.streams.values()):
+                if waiting.pending:
+                    self._flush(waiting, out)
+        elif (stream := self.streams.get(stream_id)) is not None:
+            stream.window += increment
+            if stream.pending:
+                self._flush(stream, out)
+
+    def _headers(
+        self, kind: int, flags: int, stream_id: int, payload: bytes, out: list[bytes]
+    ) -> bool:
+        if kind == HEADERS:
+            payload = _unpadded(flags, payload)
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                if stream_id <= self.last_stream or stream_id % 2 == 0:
+                    self._fail_connection(PROTOCOL_ERROR, "a stream id out of order")
+                    return False
+                self.last_stream = stream_id
+                stream = _Stream(stream_id, self.peer_window)
+                if self.going_away:  # after our GOAWAY: the client retries it elsewhere
+                    out.append(_frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
+                    stream.closed = True
+                else:
+                    self.streams[stream_id] = stream
+            self.headers_for, self.end_stream_after_headers = stream, bool(flags & END_STREAM)
+            self.block = bytearray()
+        elif self.headers_for is None or self.headers_for.id != stream_id:
+            self._fail_connection(PROTOCOL_ERROR, "a CONTINUATION frame out of place")
+            return False
+        self.block += payload
+        if not flags & END_HEADERS:
+            return True
+        stream, self.headers_for = self.headers_for, None
+        try:  # every block is decoded, to keep HPACK's table in step with the peer's
+            fields = self.decoder.decode(bytes(self.block), raw=True)
+        except HPACKError:
+            self._fail_connection(COMPRESSION_ERROR, "a header block that does not decode")
+            return False
+        if not stream.headers:
+            stream.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields}
+            if len(self.streams) > MAX_STREAMS:
+                self._answer(stream, Outcome(RESOURCE_EXHAUSTED, "too many calls at once"), out)
+        if self.end_stream_after_headers and not stream.closed and stream.id in self.streams:
+            self._message_complete(stream, out)
+        return True
+
+    def _data(self, stream: _Stream, data: bytes, end: int, out: list[bytes]) -> None:
+        stream.size += len(data)
+        if stream.size > self.limit + 5:
+            message = f"the message is over the {self.limit}-byte limit"
+            self._answer(stream, Outcome(RESOURCE_EXHAUSTED, message), out)
+            out.append(_frame(RST_STREAM, 0, stream.id, struct.pack(">I", NO_ERROR)))
+            return
+        stream.chunks.append(data)
+        if end:
+            self._message_complete(stream, out)
+        elif data:
+            out.append(_frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", len(data))))
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _message_complete(self, stream: _Stream, out: list[bytes]) -> None:
+        body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
+        stream.chunks = []
+        message = self._message(stream, body)
+        if isinstance(message, Outcome):
+            self._answer(stream, message, out)
+            return
+        headers = stream.headers
+        metadata = {k: v for k, v in headers.items() if not k.startswith(":")}
+        outcome = self.service.call(headers.get(":path", ""), message, metadata)
+        if isinstance(outcome, Outcome):
+            self._answer(stream, outcome, out)
+            return
+        task = asyncio.get_running_loop().create_task(self._answer_later(stream, outcome))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _message(self, stream: _Stream, body: bytes) -> bytes | Outcome:
+        """The one message of a unary call, decompressed if it came compressed."""
+        if len(body) < 5 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+            return Outcome(INVALID_ARGUMENT, "a unary call carries exactly one message")
+        if not body[0]:
+            return body[5:]
+        encoding = stream.headers.get("grpc-encoding", "identity")
+        if encoding != "gzip":
+            return Outcome(UNIMPLEMENTED, f"compressed messages ({encoding}) are not supported")
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            inflated = inflater.decompress(body[5:], self.limit + 1)
+        except (zlib.error, gzip.BadGzipFile):
+            return Outcome(INVALID_ARGUMENT, "the message is not valid gzip data")
+        if len(inflated) > self.limit:
+            return Outcome(RESOURCE_EXHAUSTED, f"the message is over the {self.limit}-byte limit")
+        return inflated
+
+    async def _answer_later(self, stream: _Stream, outcome: Awaitable[Outcome]) -> None:
+        try:
+            done = await outcome
+        except Exception as exc:  # the service answers every error itself; this is a bug
+            log.error("internal error in a gRPC call", exc_info=exc)
+            done = Outcome(INTERNAL, "internal server error")
+        out: list[bytes] = []
+        if self.streams.get(stream.id) is stream and not self.transport.is_closing():
+            self._answer(stream, done, out)
+            self.transport.write(b"".join(out))
+
+    def _answer(self, stream: _Stream, outcome: Outcome, out: list[bytes]) -> None:
+        stream.closed = True
+        if outcome.code:
+            block = _status_block(outcome.code, outcome.message, trailers_only=True)
+            out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
+            self._finished(stream)
+            return
+        payload = outcome.payload
+        message = b"\0" + struct.pack(">I", len(payload)) + payload
+        out.append(_frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEAD))
+        size = len(message)
+        if size <= self.send_window and size <= stream.window and size <= self.peer_frame:
+            self.send_window -= size
+            out.append(_frame(DATA, 0, stream.id, message))
+            out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, OK_TRAILERS))
+            self._finished(stream)
+            return
+        stream.pending = message
+        self._flush(stream, out)
+
+    def _flush(self, stream: _Stream, out: list[bytes]) -> None:
+        """Send what the peer's windows allow of a large response; the trailers once done."""
+        while stream.pending:
+            size = min(len(stream.pending), self.send_window, stream.window, self.peer_frame)
+            if size <= 0:
+                return  # wait for WINDOW_UPDATE
+            chunk, stream.pending = stream.pending[:size], stream.pending[size:]
+            self.send_window -= size
+            stream.window -= size
+            out.append(_frame(DATA, 0, stream.id, chunk))
+        out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, OK_TRAILERS))
+        self._finished(stream)
+
+    def _finished(self, stream: _Stream) -> None:
+        if self.streams.get(stream.id) is stream:
+            del self.streams[stream.id]
+        if self.going_away and not self.streams:
+            asyncio.get_running_loop().call_soon(self._close_if_idle)
+
+
+def _unpadded(flags: int, payload: bytes) -> bytes:
+    if flags & PADDED and payload:
+        return payload[1 : len(payload) - payload[0]]
+    return payload
+
+
+def protocol_for(service: InferenceService, limit: int) -> type[GrpcProtocol]:
+    """The protocol class the event loop instantiates per connection, bound to SERVICE."""
+    attributes = {"service": service, "limit": limit, "connections": set()}
+    return type("MserveGrpcProtocol", (GrpcProtocol,), attributes)
