@@ -112,7 +112,7 @@ def main() -> None:
         )
         print(f"  gRPC / V2 JSON, {name}: {grpc_share:.2f}x (tiny, c=64)")
         cost = statistics.median(
-            1 - r[("tiny", 64, True)] / r[("tiny", 64, False)] for r in runs[name]
+            1 - r[("tiny", 64, "json+log")] / r[("tiny", 64, "json")] for r in runs[name]
         )
         print(f"  access log cost, {name}: {cost:.1%} of tiny c=64 throughput")
 

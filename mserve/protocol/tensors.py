@@ -46,6 +46,11 @@ class Plan:
     signature: Signature
     inputs: dict[str, InputPlan]
     outputs: dict[str, OutputPlan]  # in onnxruntime's order
+    every_output: dict[bool, list[tuple[str, bool]]]  # what a request asking for none gets
+
+    def __post_init__(self) -> None:
+        for binary in (False, True):
+            self.every_output[binary] = [(name, binary) for name in self.outputs]
 
     @classmethod
     def of(cls, signature: Signature, output_names: Sequence[str] | None = None) -> Plan:
@@ -66,6 +71,7 @@ class Plan:
                 name: OutputPlan(position, V2_BY_DTYPE.get(dtypes.get(name, ""), "BYTES"))
                 for position, name in enumerate(names)
             },
+            {},
         )
 
 
@@ -128,7 +134,7 @@ def wanted_outputs(
     """The outputs a request asks for (all, when it names none), checked before inference:
     each must exist and be asked for once (Triton's rule)."""
     if not asked:
-        return [(name, default_binary) for name in plan.outputs]
+        return plan.every_output[default_binary]
     wanted, seen = [], set()
     for name, binary in asked:
         if name not in plan.outputs:

@@ -33,31 +33,39 @@ def decode_request(body: bytes, header_length: int | None, plan: Plan) -> InferR
     binary = b"" if header_length is None else body[header_length:]
     request = _object(header)
     tensors = request.get("inputs")
-    if not isinstance(tensors, list):
+    if type(tensors) is not list:
         raise InputError("the request needs an 'inputs' list")
     feeds = Feeds(plan)
     offset = 0
     for tensor in tensors:
-        if not isinstance(tensor, dict):
+        if type(tensor) is not dict:
             raise InputError("each input must be an object")
-        size = _parameters(tensor, "input").get("binary_data_size")
         raw = None
-        if size is not None:
-            if type(size) is not int or size < 0 or offset + size > len(binary):
-                raise InputError(
-                    f"input '{tensor.get('name')}': binary_data_size runs past the body"
-                )
-            raw = binary[offset : offset + size]
-            offset += size
+        if "parameters" in tensor:
+            size = _parameters(tensor, "input").get("binary_data_size")
+            if size is not None:
+                if type(size) is not int or size < 0 or offset + size > len(binary):
+                    raise InputError(
+                        f"input '{tensor.get('name')}': binary_data_size runs past the body"
+                    )
+                raw = binary[offset : offset + size]
+                offset += size
         feeds.add(
             tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), raw, tensor.get("data")
         )
     if offset != len(binary):
         raise InputError("the body has binary data that no input's binary_data_size accounts for")
-    default_binary = _parameters(request, "request").get("binary_data_output", False)
-    return InferRequest(
-        feeds.complete(), wanted_outputs(plan, _asked(request), bool(default_binary)), _id(request)
+    default_binary = "parameters" in request and bool(
+        _parameters(request, "request").get("binary_data_output", False)
     )
+    if "outputs" in request:
+        wanted = wanted_outputs(plan, _asked(request, default_binary), default_binary)
+    else:
+        wanted = plan.every_output[default_binary]
+    request_id = request.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise InputError("'id' must be a string")
+    return InferRequest(feeds.complete(), wanted, request_id)
 
 
 def _object(header: bytes) -> dict[str, Any]:
@@ -79,20 +87,10 @@ def _parameters(entry: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
-def _id(request: dict[str, Any]) -> str | None:
-    value = request.get("id")
-    if value is not None and not isinstance(value, str):
-        raise InputError("'id' must be a string")
-    return value
-
-
-def _asked(request: dict[str, Any]) -> list[tuple[Any, bool]] | None:
-    outputs = request.get("outputs")
-    if outputs is None:
-        return None
+def _asked(request: dict[str, Any], default: bool) -> list[tuple[Any, bool]]:
+    outputs = request["outputs"]
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise InputError("'outputs' must be a list of objects")
-    default = bool(_parameters(request, "request").get("binary_data_output", False))
     return [
         (o.get("name"), bool(_parameters(o, "output").get("binary_data", default))) for o in outputs
     ]
@@ -124,7 +122,7 @@ def _raw_request(body: bytes, plan: Plan) -> InferRequest:
     shape = [d if isinstance(d, int) else elements // max(fixed, 1) for d in spec.shape]
     feeds = Feeds(plan)
     feeds.add(name, entry.datatype, shape, raw, None)
-    return InferRequest(feeds.complete(), wanted_outputs(plan, None, False))
+    return InferRequest(feeds.complete(), plan.every_output[False])
 
 
 def encode_response(

@@ -56,10 +56,13 @@ def decode_request(message: Any, plan: Plan) -> InferRequest:
         feeds.add(
             tensor.name, tensor.datatype, list(tensor.shape), raw[index] if raw else None, data
         )
-    asked = [(output.name, True) for output in message.outputs]
-    return InferRequest(
-        feeds.complete(), wanted_outputs(plan, asked or None, True), message.id or None
+    asked = message.outputs
+    wanted = (
+        wanted_outputs(plan, [(output.name, True) for output in asked], True)
+        if asked
+        else plan.every_output[True]
     )
+    return InferRequest(feeds.complete(), wanted, message.id or None)
 
 
 def encode_response(

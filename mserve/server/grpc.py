@@ -9,7 +9,7 @@ metrics and statistics, and an inline version answers within the socket callback
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from mserve.errors import MserveError, Unsupported
+from mserve.errors import MserveError
 from mserve.protocol import v2_grpc
 
 from . import views
@@ -93,19 +93,19 @@ class InferenceService:
     def call(
         self, path: str, message: bytes, metadata: dict[str, str]
     ) -> Outcome | Awaitable[Outcome]:
-        """Answer one call: at once when it can, else with an awaitable."""
-        method = path.rsplit("/", 1)[-1]
+        """Answer one call: at once when it can, else with an awaitable. METADATA is the call's
+        headers (pseudo-headers too: a handler reads only what it needs)."""
         entry = self.methods.get(path)
         if entry is None:
             return Outcome(12, f"method {path} is not served")  # UNIMPLEMENTED
         kind, handler = entry
         try:
             result = handler(kind.FromString(message), metadata)
-            if inspect.isawaitable(result):
-                return self._later(result, method)
+            if asyncio.iscoroutine(result):
+                return self._later(result, path.rsplit("/", 1)[-1])
             return Outcome(OK, payload=result.SerializeToString())
         except Exception as exc:
-            return failure(exc, method)
+            return failure(exc, path.rsplit("/", 1)[-1])
 
     async def _later(self, result: Awaitable[Any], method: str) -> Outcome:
         try:
@@ -183,7 +183,3 @@ class InferenceService:
         self._authorize(metadata)
         await self.admin.set_serving(request.model_name, False, dict(request.parameters))
         return service_pb2.RepositoryModelUnloadResponse()
-
-
-def unsupported(what: str) -> Outcome:
-    return failure(Unsupported(what), "")

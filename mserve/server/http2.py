@@ -37,19 +37,20 @@ END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR = 0, 1, 6, 7, 9
 MAX_STREAMS = 1024
 RECEIVE_WINDOW = 1 << 24  # per stream; replenished as data arrives
-MAX_FRAME = 1 << 20  # what we accept; we send no more than the peer allows
+CONNECTION_WINDOW = 1 << 30  # replenished once half of it has arrived
+MAX_FRAME = 16384  # HTTP/2's default, what we accept; we send no more than the peer allows
 MAX_HEADER_LIST = 64 * 1024
+HEADER_CACHE = 64  # distinct header blocks remembered per connection
 DEFAULT_WINDOW, DEFAULT_FRAME = 65535, 16384
 UNIMPLEMENTED, RESOURCE_EXHAUSTED, INVALID_ARGUMENT = 12, 8, 3
 
 
+FRAME_HEADER = struct.Struct(">HBBBI")  # length (24 bits, as 16 + 8), type, flags, stream
+
+
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes((kind, flags))
-        + struct.pack(">I", stream)
-        + payload
-    )
+    size = len(payload)
+    return FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream) + payload
 
 
 def _headers_block(pairs: list[tuple[str, str]]) -> bytes:
@@ -90,9 +91,11 @@ class GrpcProtocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: Any = None
-        self.buffer = bytearray()
+        self.leftover = b""  # the start of a frame not yet complete
+        self.unacknowledged = 0  # DATA received since the connection window was last topped up
         self.preface = False
         self.decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
+        self.header_cache: dict[bytes, dict[str, str]] = {}
         self.streams: dict[int, _Stream] = {}
         self.last_stream = 0
         self.headers_for: _Stream | None = None  # a header block continued in CONTINUATION
@@ -110,13 +113,12 @@ class GrpcProtocol(asyncio.Protocol):
         self.transport = transport
         self.connections.add(self)
         settings = struct.pack(
-            ">HIHIHIHI",
+            ">HIHIHI",
             3, MAX_STREAMS,
             4, RECEIVE_WINDOW,
-            5, MAX_FRAME,
             6, MAX_HEADER_LIST,
         )  # fmt: skip
-        window = struct.pack(">I", (1 << 30) - DEFAULT_WINDOW)
+        window = struct.pack(">I", CONNECTION_WINDOW - DEFAULT_WINDOW)
         transport.write(_frame(SETTINGS, 0, 0, settings) + _frame(WINDOW_UPDATE, 0, 0, window))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -143,36 +145,39 @@ class GrpcProtocol(asyncio.Protocol):
     # -- frames in --------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
+        if self.leftover:  # at most one frame's worth: frames are at most MAX_FRAME
+            data, self.leftover = self.leftover + data, b""
         if not self.preface:
-            if len(buffer) < len(PREFACE):
+            if len(data) < len(PREFACE):
+                self.leftover = data
                 return
-            if buffer[: len(PREFACE)] != PREFACE:
+            if not data.startswith(PREFACE):
                 self.transport.close()
                 return
-            del buffer[: len(PREFACE)]
-            self.preface = True
+            data, self.preface = data[len(PREFACE) :], True
         out: list[bytes] = []
-        position, end, consumed = 0, len(buffer), 0
+        position, end, consumed = 0, len(data), 0
         while end - position >= 9:
-            length = int.from_bytes(buffer[position : position + 3], "big")
+            high, low, kind, flags, stream_id = FRAME_HEADER.unpack_from(data, position)
+            length = high << 8 | low
             if length > MAX_FRAME:
                 self._fail_connection(FRAME_SIZE_ERROR, "a frame over the size limit")
                 return
-            if end - position - 9 < length:
+            start = position + 9
+            if end - start < length:
                 break
-            kind, flags = buffer[position + 3], buffer[position + 4]
-            stream_id = int.from_bytes(buffer[position + 5 : position + 9], "big") & 0x7FFFFFFF
-            payload = bytes(buffer[position + 9 : position + 9 + length])
-            position += 9 + length
+            position = start + length
             if kind == DATA:
                 consumed += length
-            if not self._frame(kind, flags, stream_id, payload, out):
+            frame = data[start:position]
+            if not self._frame(kind, flags, stream_id & 0x7FFFFFFF, frame, out):
                 return
-        del buffer[:position]
-        if consumed:
-            out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", consumed)))
+        if position < end:
+            self.leftover = data[position:]
+        self.unacknowledged += consumed
+        if self.unacknowledged >= CONNECTION_WINDOW // 2:  # top the window up, in one frame
+            increment, self.unacknowledged = self.unacknowledged, 0
+            out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", increment)))
         if out:
             self.transport.write(b"".join(out))
 
@@ -256,18 +261,37 @@ class GrpcProtocol(asyncio.Protocol):
         if not flags & END_HEADERS:
             return True
         stream, self.headers_for = self.headers_for, None
-        try:  # every block is decoded, to keep HPACK's table in step with the peer's
-            fields = self.decoder.decode(bytes(self.block), raw=True)
+        try:
+            headers = self._decode(bytes(self.block))
         except HPACKError:
             self._fail_connection(COMPRESSION_ERROR, "a header block that does not decode")
             return False
         if not stream.headers:
-            stream.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields}
+            stream.headers = headers
             if len(self.streams) > MAX_STREAMS:
                 self._answer(stream, Outcome(RESOURCE_EXHAUSTED, "too many calls at once"), out)
         if self.end_stream_after_headers and not stream.closed and stream.id in self.streams:
             self._message_complete(stream, out)
         return True
+
+    def _decode(self, block: bytes) -> dict[str, str]:
+        """A header block's fields. A client sends the same block call after call; decoding
+        HPACK in Python costs about as much as the inference, so a block that left the dynamic
+        table as it was is remembered (and forgotten once any block changes the table, as a
+        remembered block may point into it)."""
+        cached = self.header_cache.get(block)
+        if cached is not None:
+            return cached
+        entries = self.decoder.header_table.dynamic_entries
+        size, front = len(entries), entries[0] if entries else None
+        fields = self.decoder.decode(block, raw=True)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields}
+        if len(entries) == size and (entries[0] if entries else None) is front:
+            if len(self.header_cache) < HEADER_CACHE:
+                self.header_cache[block] = headers
+        else:
+            self.header_cache.clear()
+        return headers
 
     def _data(self, stream: _Stream, data: bytes, end: int, out: list[bytes]) -> None:
         stream.size += len(data)
@@ -292,8 +316,7 @@ class GrpcProtocol(asyncio.Protocol):
             self._answer(stream, message, out)
             return
         headers = stream.headers
-        metadata = {k: v for k, v in headers.items() if not k.startswith(":")}
-        outcome = self.service.call(headers.get(":path", ""), message, metadata)
+        outcome = self.service.call(headers.get(":path", ""), message, headers)
         if isinstance(outcome, Outcome):
             self._answer(stream, outcome, out)
             return
@@ -338,16 +361,16 @@ class GrpcProtocol(asyncio.Protocol):
             self._finished(stream)
             return
         payload = outcome.payload
-        message = b"\0" + struct.pack(">I", len(payload)) + payload
+        size = len(payload) + 5  # gRPC's frame: a compressed flag and a 4-byte length
         out.append(_frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEAD))
-        size = len(message)
         if size <= self.send_window and size <= stream.window and size <= self.peer_frame:
             self.send_window -= size
-            out.append(_frame(DATA, 0, stream.id, message))
+            head = FRAME_HEADER.pack(size >> 8, size & 0xFF, DATA, 0, stream.id)
+            out += (head, b"\0", (size - 5).to_bytes(4, "big"), payload)
             out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, OK_TRAILERS))
             self._finished(stream)
             return
-        stream.pending = message
+        stream.pending = b"\0" + (size - 5).to_bytes(4, "big") + payload
         self._flush(stream, out)
 
     def _flush(self, stream: _Stream, out: list[bytes]) -> None:
