@@ -172,7 +172,7 @@ FRAMEWORKS = {
 def test_the_core_and_the_server_never_import_converters_or_training_frameworks() -> None:
     loaded = imported_modules(
         "import mserve, mserve.repository, mserve.validation, mserve.runtime, mserve.inputs\n"
-        "import mserve.server.app, mserve.server.grpc, mserve.server.run, mserve.client"
+        "import mserve.server.rest.app, mserve.server.http2, mserve.server.run, mserve.client"
     )
     assert not ({"mserve.converters", "mserve.cli"} | FRAMEWORKS) & loaded
 
