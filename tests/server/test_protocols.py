@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import struct
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+
+from ..conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -316,8 +320,12 @@ def test_a_structured_access_log_line_per_request(server: Any) -> None:
         json=infer_body(),
         headers={"x-request-id": "trace-42"},
     )
-    lines = [json.loads(line) for line in server.stderr().splitlines() if line.startswith("{")]
-    entry = next(line for line in lines if line["id"] == "trace-42")
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in server.stderr().splitlines() if line.startswith("{")]
+
+    assert wait_until(lambda: any(line["id"] == "trace-42" for line in lines()))
+    entry = next(line for line in lines() if line["id"] == "trace-42")
     assert entry["model"] == "iris" and entry["version"] == "1" and entry["status"] == 200
     assert entry["method"] == "POST" and entry["ms"] > 0
 
@@ -350,3 +358,26 @@ def test_binary_strings_pack_with_length_prefixes(server: Any) -> None:
     )
     assert reply.status_code == 200, reply.text
     assert reply.json()["outputs"][0]["data"] == [1]
+
+
+def test_no_access_log_line_is_lost_at_shutdown(served_repo: Path) -> None:
+    """Lines are written once per event-loop turn: a burst of pipelined requests, answered in a
+    few turns, and a SIGTERM right after it still leave one line each."""
+    from ..conftest import Server
+
+    server = Server(served_repo)
+    body = json.dumps(infer_body()).encode()
+    request = (
+        f"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"".join(request + b"X-Request-Id: burst-%d\r\n\r\n" % i + body for i in range(200))
+        )
+        received = b""
+        while received.count(b"HTTP/1.1 200") < 200:
+            received += sock.recv(65536)
+    assert server.stop() == 0
+    ids = {json.loads(line)["id"] for line in server.stderr().splitlines() if line.startswith("{")}
+    assert {f"burst-{i}" for i in range(200)} <= ids
