@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -37,6 +38,7 @@ class Server:
     rest: RestApp
     grpc: Any = None  # the gRPC listener (an asyncio server), once started
     grpc_connections: Any = ()
+    grpc_socket: socket.socket | None = None  # bound before any model loads
 
     async def start(self) -> None:
         """Read the repository and load what it serves, then open gRPC (if configured)."""
@@ -52,13 +54,8 @@ class Server:
         service = grpc.InferenceService(self.plane, self.admin, self.rest.routes.server_metadata)
         protocol = http2.protocol_for(service, settings.max_body_bytes)
         self.grpc_connections = protocol.connections
-        try:
-            self.grpc = await asyncio.get_running_loop().create_server(
-                protocol, settings.host, settings.grpc_port
-            )
-        except OSError as exc:
-            where = f"{settings.host}:{settings.grpc_port}"
-            raise EnvironmentProblem(f"cannot listen for gRPC on {where}: {exc.strerror}") from None
+        sock = self.grpc_socket or bind(settings.host, settings.grpc_port, "gRPC")
+        self.grpc = await asyncio.get_running_loop().create_server(protocol, sock=sock)
 
     async def stop(self) -> None:
         self.plane.started = False
@@ -85,13 +82,35 @@ def build(settings: ServerSettings) -> Server:
     return server
 
 
+def bind(host: str, port: int, what: str) -> socket.socket:
+    """A socket bound to HOST:PORT (not yet listening), or a one-line EnvironmentProblem: both
+    ports are bound before any model loads, so a taken one stops the start at once."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot listen on {host}: {exc.strerror}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: never shared
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise EnvironmentProblem(
+            f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
+        ) from None
+    return sock
+
+
 def serve(settings: ServerSettings) -> None:
     import uvicorn
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    http_socket = bind(settings.host, settings.port, "HTTP")
     server = build(settings)
+    if settings.grpc_port:
+        server.grpc_socket = bind(settings.host, settings.grpc_port, "gRPC")
     config = uvicorn.Config(
         server.rest,
         host=settings.host,
@@ -116,4 +135,4 @@ def serve(settings: ServerSettings) -> None:
     # drain is the whole answer to SIGTERM here, so the process then exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    Uvicorn(config).run()
+    Uvicorn(config).run(sockets=[http_socket])
