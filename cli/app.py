@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from mserve.errors import MserveError
+from mserve.errors import MserveError, foreign_message
 
 from . import bench, export, inspect, lifecycle, predict, serve, status, validate
 from .output import Mode, error_line
@@ -46,7 +46,9 @@ class MserveGroup(TyperGroup):
         except Exception as exc:  # a bug in mserve: say so in one line, the details with --debug
             if Mode.debug:
                 traceback.print_exc()
-            error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+            error_line(
+                f"internal error: {type(exc).__name__}: {foreign_message(exc)} (rerun with --debug)"
+            )
             code = 3
         code = code if isinstance(code, int) else 0
         if standalone_mode:

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from mserve import inputs, onnx_files
-from mserve.errors import ConversionError, ParityError, UntrustedSourceError, UsageError
+from mserve.errors import (
+    ConversionError,
+    ParityError,
+    UntrustedSourceError,
+    UsageError,
+    foreign_message,
+)
 from mserve.manifest import MODEL_FILE, Manifest, ci_provenance, sha256_file, sha256_tree
 from mserve.parity import Tolerance, compare
 from mserve.reference import check_model_name
@@ -21,7 +27,6 @@ from .registry import (
     Conversion,
     Converter,
     by_name,
-    first_line,
     for_file,
     for_object,
     package_version,
@@ -173,7 +178,7 @@ def build_from_python(spec: str) -> Any:
     try:
         return function()
     except Exception as exc:  # the user's code: report it, do not crash
-        raise UsageError(f"--from-python: {spec}() failed: {first_line(exc)}") from None
+        raise UsageError(f"--from-python: {spec}() failed: {foreign_message(exc)}") from None
 
 
 def _sample_arrays(sample: Any) -> Any:
@@ -191,8 +196,9 @@ def _check_onnx(conversion: Conversion) -> tuple[Signature, dict[str, Any]]:
     try:
         onnx.checker.check_model(conversion.model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise ConversionError(f"the converted model is not valid ONNX: {first}") from None
+        raise ConversionError(
+            f"the converted model is not valid ONNX: {foreign_message(exc)}"
+        ) from None
     opset = next(
         (o.version for o in conversion.model.opset_import if o.domain in ("", "ai.onnx")), 0
     )

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError
+from mserve.errors import ConversionError, UsageError, foreign_message
 from mserve.inputs import bind
 from mserve.runtime import max_opset
 
-from .registry import Conversion, first_line, package_version, quiet, require
+from .registry import Conversion, package_version, quiet, require
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth")
 # The opset torch 2.13's exporters target; lower when onnxruntime cannot load it.
@@ -52,7 +52,7 @@ class TorchConverter:
         except Exception as exc:  # torch raises RuntimeError, ValueError, zipfile errors...
             kind = "torch.export" if path.suffix.lower() == ".pt2" else "TorchScript"
             raise UsageError(
-                f"{path.name} is not a {kind} file ({first_line(exc)}); for a state dict, use "
+                f"{path.name} is not a {kind} file ({foreign_message(exc)}); for a state dict, use "
                 "--from-python MODULE:FUNCTION --weights FILE"
             ) from None
 
@@ -64,7 +64,9 @@ class TorchConverter:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)
         except Exception as exc:  # unpickling refused, missing or unexpected keys, bad shapes
-            raise UsageError(f"cannot load weights from {path.name}: {first_line(exc)}") from None
+            raise UsageError(
+                f"cannot load weights from {path.name}: {foreign_message(exc)}"
+            ) from None
         return model
 
     def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
@@ -91,7 +93,7 @@ class TorchConverter:
             try:
                 returned = module(*tensors)
             except Exception as exc:  # the model's own code failed on the sample
-                raise UsageError(f"the model fails on the sample: {first_line(exc)}") from None
+                raise UsageError(f"the model fails on the sample: {foreign_message(exc)}") from None
         outputs = _named_outputs(returned, torch)
         onnx_model, exporter, notes = _export(
             program or module, tensors, names, list(outputs), torch
@@ -171,7 +173,7 @@ def _export(
                 )
         except Exception as exc:  # dynamo fails on data-dependent control flow and more
             notes.append(
-                f"the dynamo exporter failed ({first_line(exc)}); used the TorchScript one"
+                f"the dynamo exporter failed ({foreign_message(exc)}); used the TorchScript one"
             )
     if isinstance(model, torch.export.ExportedProgram):
         raise ConversionError(f"cannot export this ExportedProgram: {notes[-1]}")
@@ -195,7 +197,7 @@ def _export(
             hint = " (TorchScript models must return tensors or tuples; save a dict-returning "
             hint += "model with torch.export.save instead)"
         raise ConversionError(
-            f"torch.onnx cannot export this model: {first_line(exc)}{hint}"
+            f"torch.onnx cannot export this model: {foreign_message(exc)}{hint}"
         ) from None
     return onnx.load_from_string(buffer.getvalue()), "torchscript", notes
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -137,12 +136,3 @@ def quiet() -> Iterator[io.StringIO]:
     ):
         warnings.simplefilter("ignore")
         yield buffer
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line, without terminal colour codes, for a one-line error."""
-    lines = _ANSI.sub("", str(exc)).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError
+from mserve.errors import ConversionError, UsageError, foreign_message
 from mserve.inputs import Table
 from mserve.runtime import max_opset
 
-from .registry import Conversion, first_line, package_version, quiet, require
+from .registry import Conversion, package_version, quiet, require
 
 SYNTHETIC_ROWS = 32
 
@@ -49,7 +49,7 @@ class SklearnConverter:
                     f"{path.name} needs module {exc.name!r}, which is not installed"
                 ) from None
             except Exception as exc:  # a pickle can fail in any way its code chooses
-                raise UsageError(f"cannot load {path.name}: {first_line(exc)}") from None
+                raise UsageError(f"cannot load {path.name}: {foreign_message(exc)}") from None
         if not self.accepts(model):
             raise UsageError(
                 f"{path.name} holds a {type(model).__qualname__}, not a scikit-learn model"
@@ -84,7 +84,7 @@ class SklearnConverter:
                 )
         except Exception as exc:  # skl2onnx raises RuntimeError, NameError, TypeError, ...
             raise ConversionError(
-                f"skl2onnx cannot convert this {type(model).__name__}: {first_line(exc)}"
+                f"skl2onnx cannot convert this {type(model).__name__}: {foreign_message(exc)}"
             ) from None
         feeds = _feeds(onnx_model, source_sample, columns)
         outputs = [o.name for o in onnx_model.graph.output]

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError
+from mserve.errors import ConversionError, UsageError, foreign_message
 from mserve.inputs import bind
 from mserve.runtime import max_opset
 
-from .registry import Conversion, first_line, package_version, quiet, require
+from .registry import Conversion, package_version, quiet, require
 
 DEFAULT_SIGNATURE = "serving_default"
 TF2ONNX_OPSET = 18  # the newest opset tf2onnx 1.17 writes
@@ -54,7 +54,9 @@ class TensorFlowConverter:
             with quiet():
                 return keras.saving.load_model(str(path), compile=False, safe_mode=True), []
         except Exception as exc:  # bad archive, unknown custom layer, unsafe lambda
-            raise UsageError(f"cannot load {path.name} with Keras: {first_line(exc)}") from None
+            raise UsageError(
+                f"cannot load {path.name} with Keras: {foreign_message(exc)}"
+            ) from None
 
     def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
         tf = _tensorflow()
@@ -160,7 +162,9 @@ def _convert(saved: Path, signature: str) -> Any:
             tensors_to_rename=renames,
         )
     except Exception as exc:  # unsupported ops name themselves in tf2onnx's message
-        raise ConversionError(f"tf2onnx cannot convert this model: {first_line(exc)}") from None
+        raise ConversionError(
+            f"tf2onnx cannot convert this model: {foreign_message(exc)}"
+        ) from None
     return onnx_model
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EnvironmentProblem, InputError, UsageError
+from .errors import EnvironmentProblem, InputError, UsageError, foreign_message
 from .signature import TensorSpec, numpy_dtype
 
 if TYPE_CHECKING:
@@ -274,8 +274,9 @@ class LocalModel:
                         next_tick = after + TICK_NS
                         tick(len(latencies), (after - start) / 1e9)
         except (state.InvalidArgument, state.RuntimeException, state.Fail) as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            raise InputError(f"the model rejected the benchmark inputs: {first}") from None
+            raise InputError(
+                f"the model rejected the benchmark inputs: {foreign_message(exc)}"
+            ) from None
         elapsed = (clock() - start) / 1e9
         return Measurement(latencies, elapsed, Counter(ok=len(latencies)))
 

@@ -30,6 +30,8 @@ response. Messages are one line, and never carry a traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class MserveError(Exception):
     exit_code = 3
@@ -138,3 +140,29 @@ class Overloaded(ServingError):
 
 class TimedOut(ServingError):
     http_status = 504
+
+
+# -- messages of exceptions raised by other libraries ---------------------------------------
+
+FOREIGN_MESSAGE_LIMIT = 300
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_LOAD_PREFIX = re.compile(r"^Load model from .*? failed:")
+# "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) message": keep the message.
+_SOURCE_LOCATION = re.compile(r"/\S*onnxruntime_src/\S+:\d+ .*?\) (?=\S)")
+# An absolute path of two or more parts (not a URL, not a fraction): only its last part stays.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])(?:/[^\s/:'\"()\[\],;]+)+/([^\s/:'\"()\[\],;]+)")
+
+
+def foreign_message(exc: BaseException) -> str:
+    """A library's exception as one line fit for a user or a client.
+
+    Its first non-empty line, without terminal colours, onnxruntime's prefixes and C++ source
+    locations, with absolute paths cut to their file name, at most 300 characters; the
+    exception's class name when it says nothing.
+    """
+    text = _ANSI.sub("", str(exc))
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = _SOURCE_LOCATION.sub("", _LOAD_PREFIX.sub("", _ORT_PREFIX.sub("", line)))
+    line = _ABSOLUTE_PATH.sub(r"\1", line).strip()
+    return line[:FOREIGN_MESSAGE_LIMIT] or type(exc).__name__

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, foreign_message
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,7 +68,7 @@ def load_file(path: Path) -> Loaded:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except ValueError as exc:  # JSON errors, pickled arrays, bad headers
-        raise InputError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{path.name} cannot be read: {foreign_message(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path.name} cannot be read ({exc.__class__.__name__})") from None
 

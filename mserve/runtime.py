@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, MserveError, ValidationError
+from .errors import InputError, MserveError, ValidationError, foreign_message
 from .signature import Signature, TensorSpec, numpy_dtype
 
 if TYPE_CHECKING:
@@ -33,7 +32,9 @@ def create_session(
             source, sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises bare RuntimeError subclasses for bad models
-        raise ValidationError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+        raise ValidationError(
+            f"onnxruntime cannot load the model: {foreign_message(exc)}"
+        ) from None
 
 
 @cache
@@ -118,9 +119,9 @@ class ModelRunner:
         except _request_errors() as exc:
             # The inputs already fit the signature, so what fails now is their content or how
             # they fit together (e.g. two inputs with different batch sizes): the request's fault.
-            raise InputError(f"the model rejected the input: {_first_line(exc)}") from None
+            raise InputError(f"the model rejected the input: {foreign_message(exc)}") from None
         except Exception as exc:  # anything else (out of memory, a provider failure) is ours
-            raise MserveError(f"inference failed: {_first_line(exc)}") from None
+            raise MserveError(f"inference failed: {foreign_message(exc)}") from None
         return outputs
 
 
@@ -225,18 +226,3 @@ def fit_shape(
                 f"(dimension {axis} must be {want})"
             )
     return array
-
-
-_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
-_LOAD_PREFIX = re.compile(r"^Load model from .*? failed:")
-# "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) message": keep the message.
-_SOURCE_LOCATION = re.compile(r"/\S*onnxruntime_src/\S+:\d+ .*?\) (?=\S)")
-
-
-def _first_line(exc: BaseException) -> str:
-    """onnxruntime's message, without the file path or C++ source location (never for clients)."""
-    lines = str(exc).strip().splitlines()
-    if not lines:
-        return exc.__class__.__name__
-    text = _SOURCE_LOCATION.sub("", _LOAD_PREFIX.sub("", _ORT_PREFIX.sub("", lines[0])))
-    return text.strip()[:300]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import onnx_files
-from .errors import MserveError
+from .errors import MserveError, foreign_message
 from .manifest import MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
 from .parity import Tolerance, compare
 from .repository import Repository
@@ -69,8 +69,7 @@ class _Checks:
             self.report.checks.append(Check(name, False, exc.message))
             return None
         except Exception as exc:  # onnx and onnxruntime raise many unrelated exception types
-            first = str(exc).strip().splitlines()
-            self.report.checks.append(Check(name, False, first[0][:300] if first else repr(exc)))
+            self.report.checks.append(Check(name, False, foreign_message(exc)))
             return None
         detail = result if isinstance(result, str) else ""
         self.report.checks.append(Check(name, True, detail))
