@@ -294,11 +294,11 @@ def _report(operation: str, model: str, outcomes: list[Outcome], json: bool) -> 
             }
         )
     else:
-        from mserve.lifecycle import Change
+        from mserve.lifecycle import LabelChange
 
         for o in outcomes:
             if o.change is not None:
-                change = Change.from_dict(o.change)
+                change = LabelChange.from_dict(o.change)
                 served = (
                     f" (served after {o.served_after_s:.2f} s)"
                     if o.served_after_s is not None

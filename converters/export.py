@@ -16,7 +16,7 @@ from mserve.errors import (
     foreign_message,
 )
 from mserve.manifest import MODEL_FILE, Manifest, ci_provenance, sha256_file, sha256_tree
-from mserve.parity import Tolerance, compare
+from mserve.parity import Tolerance, compare_outputs
 from mserve.reference import check_model_name
 from mserve.repository import Repository
 from mserve.runtime import ModelRunner, create_session, max_opset
@@ -219,7 +219,7 @@ def _parity(
     if conversion.expected is None:
         return {"passed": True, "method": "none: the source is ONNX"}
     rows = len(next(iter(conversion.feeds.values())))
-    report = compare(conversion.expected, outputs, tolerance, rows)
+    report = compare_outputs(conversion.expected, outputs, tolerance, rows)
     return {
         **report.to_dict(tolerance),
         "synthetic_sample": conversion.synthetic_sample,

@@ -313,7 +313,7 @@ class Gates:
 
 
 @dataclass(frozen=True)
-class Check:
+class GateCheck:
     """One gate on one step. ``value`` is what the limit applies to (a percent change for the
     regression gates, whose raw figures are ``candidate`` and ``baseline``)."""
 
@@ -358,26 +358,28 @@ def _figure(kind: str, value: float) -> str:
     return f"{value:,.1f} req/s" if kind == "throughput" else f"{value:.4g} ms"
 
 
-def judge(results: list[Result], baseline: list[Result] | None, gates: Gates) -> list[Check]:
+def judge(results: list[Result], baseline: list[Result] | None, gates: Gates) -> list[GateCheck]:
     """Every gate on every step; a run with failed requests never passes."""
     checks = []
     for index, result in enumerate(results):
         step = result.step
-        checks.append(Check("errors", step, result.errors == 0, result.errors, 0))
+        checks.append(GateCheck("errors", step, result.errors == 0, result.errors, 0))
         if gates.max_p99_ms is not None:
             p99 = result.latency_ms["p99"]
-            checks.append(Check("p99", step, p99 <= gates.max_p99_ms, p99, gates.max_p99_ms))
+            checks.append(GateCheck("p99", step, p99 <= gates.max_p99_ms, p99, gates.max_p99_ms))
         if gates.min_throughput is not None:
             rps = result.throughput_rps
             checks.append(
-                Check("throughput", step, rps >= gates.min_throughput, rps, gates.min_throughput)
+                GateCheck(
+                    "throughput", step, rps >= gates.min_throughput, rps, gates.min_throughput
+                )
             )
         if gates.max_regression_pct is not None and baseline is not None:
             base, limit = baseline[index], gates.max_regression_pct
             slower = _change(result.latency_ms["p50"], base.latency_ms["p50"])
             fewer = -_change(result.throughput_rps, base.throughput_rps)
             checks += [
-                Check(
+                GateCheck(
                     "p50 regression",
                     step,
                     slower <= limit,
@@ -386,7 +388,7 @@ def judge(results: list[Result], baseline: list[Result] | None, gates: Gates) ->
                     result.latency_ms["p50"],
                     base.latency_ms["p50"],
                 ),
-                Check(
+                GateCheck(
                     "throughput regression",
                     step,
                     fewer <= limit,

@@ -85,7 +85,7 @@ class ParityReport:
         }
 
 
-def compare(
+def compare_outputs(
     expected: dict[str, Any], actual: dict[str, Any], tolerance: Tolerance, rows: int
 ) -> ParityReport:
     """Compare every expected output with the actual one of the same name."""

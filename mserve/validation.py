@@ -9,18 +9,17 @@ from typing import Any
 from . import onnx_files
 from .errors import MserveError, foreign_message
 from .manifest import MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
-from .parity import Tolerance, compare
+from .parity import Tolerance, compare_outputs
 from .repository import Repository
 from .runtime import ModelRunner, create_session
-from .signature import CompatibilityReport, Signature
-from .signature import compare as compare_signatures
+from .signature import CompatibilityReport, Signature, compare_signatures
 
 SAMPLE_INPUTS = "samples/inputs.npz"
 SAMPLE_OUTPUTS = "samples/outputs.npz"
 
 
 @dataclass
-class Check:
+class ValidationCheck:
     name: str
     passed: bool
     detail: str = ""
@@ -33,7 +32,7 @@ class Check:
 class ValidationReport:
     model: str
     version: int
-    checks: list[Check] = field(default_factory=list)
+    checks: list[ValidationCheck] = field(default_factory=list)
     against: str | None = None
     compatibility: CompatibilityReport | None = None
 
@@ -66,13 +65,13 @@ class _Checks:
         try:
             result = check()
         except MserveError as exc:
-            self.report.checks.append(Check(name, False, exc.message))
+            self.report.checks.append(ValidationCheck(name, False, exc.message))
             return None
         except Exception as exc:  # onnx and onnxruntime raise many unrelated exception types
-            self.report.checks.append(Check(name, False, foreign_message(exc)))
+            self.report.checks.append(ValidationCheck(name, False, foreign_message(exc)))
             return None
         detail = result if isinstance(result, str) else ""
-        self.report.checks.append(Check(name, True, detail))
+        self.report.checks.append(ValidationCheck(name, True, detail))
         return result if result is not None else True
 
 
@@ -170,7 +169,7 @@ def _check_samples(
         expected = {k: f[k] for k in f.files}
     tolerance = Tolerance.from_parity(manifest.parity)
     rows = len(next(iter(inputs.values()))) if inputs else 0
-    result = compare(expected, runner.run(inputs), tolerance, rows)
+    result = compare_outputs(expected, runner.run(inputs), tolerance, rows)
     if not result.passed:
         raise MserveError(f"stored samples: {result.summary()}")
     return result.summary()
