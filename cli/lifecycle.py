@@ -1,8 +1,9 @@
 """``mserve promote``, ``rollback`` and ``retire``: lifecycle changes made through running servers'
 admin API (each named server in turn), or straight in a repository that servers poll.
 
-Exit codes: 0 done everywhere; 1 refused somewhere (a gate, a conflict, an unknown version);
-3 a server unreachable, a token refused, or --wait timed out. The worst outcome wins.
+Exit codes, as for every command (mserve.errors): 0 done everywhere; 1 refused somewhere (a
+gate, a conflict); 2 a bad argument (an unknown model, version or label); 3 a server
+unreachable, a token refused, or --wait timed out. The highest code wins.
 """
 
 from __future__ import annotations
@@ -253,8 +254,8 @@ def _on_server(
 
 
 def _failed(target: str, error: MserveError) -> Outcome:
-    # A refusal (any 4xx: a gate, a conflict, an unknown version) is 1; the rest is 3.
-    return Outcome(target, error=error.message, exit_code=3 if error.exit_code == 3 else 1)
+    # The error tree's own code, so an unknown model is 2 here as it is for every command.
+    return Outcome(target, error=error.message, exit_code=error.exit_code)
 
 
 def _wait(outcomes: list[Outcome], model: str, label: str, timeout: float) -> None:
