@@ -18,7 +18,7 @@ import typer
 
 from mserve.errors import MserveError, Unauthorized, UsageError
 
-from .options import JsonOption, TokenFileOption, admin_token
+from .options import JsonOption, TokenFileOption, admin_token, repository_option
 from .output import console, emit_json, error_line, escape
 
 ModelArgument = Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")]
@@ -41,6 +41,7 @@ TargetRepoOption = Annotated[
         metavar="DIR",
         help="Change the repository's model.json instead; servers polling it follow.",
         show_default=False,
+        callback=repository_option,
     ),
 ]
 LabelOption = Annotated[str, typer.Option("--label", metavar="LABEL", help="The label to move.")]

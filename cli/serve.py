@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token
+from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token, repository_option
 
 
 def serve_command(
@@ -17,11 +17,19 @@ def serve_command(
             metavar="[REPO]",
             help="Model repository to serve [default: --repo, MSERVE_REPO, or ./models].",
             show_default=False,
+            callback=repository_option,
         ),
     ] = None,
     *,
     repo: Annotated[
-        Path, typer.Option("--repo", metavar="DIR", envvar="MSERVE_REPO", help="Model repository.")
+        Path,
+        typer.Option(
+            "--repo",
+            metavar="DIR",
+            envvar="MSERVE_REPO",
+            help="Model repository.",
+            callback=repository_option,
+        ),
     ] = DEFAULT_REPO,
     host: Annotated[
         str,
