@@ -90,6 +90,7 @@ def export(
             "sha256": sha256_file(Path(weights)),
         }
     conversion = converter.convert(model, _sample_arrays(sample), {"signature": signature})
+    tolerance.check_outputs([output.name for output in conversion.model.graph.output])
     notes += conversion.notes
     if conversion.synthetic_sample:
         notes.append("no sample given: parity was checked on synthetic inputs; pass --sample")

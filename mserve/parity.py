@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +30,16 @@ class Tolerance:
             float(parity.get("rtol", DEFAULT_RTOL)),
             {name: (o.get("atol"), o.get("rtol")) for name, o in outputs.items()},
         )
+
+    def check_outputs(self, outputs: Sequence[str]) -> None:
+        """Refuse a tolerance for an output the model does not have (a typo would go unused)."""
+        for name, (atol, _) in sorted(self.per_output.items()):
+            if name not in outputs:
+                option = "--atol" if atol is not None else "--rtol"
+                raise UsageError(
+                    f"{option} names output {name!r}, which the model does not have; "
+                    f"its outputs: {', '.join(outputs)}"
+                )
 
     def for_output(self, name: str) -> tuple[float, float]:
         atol, rtol = self.per_output.get(name, (None, None))
