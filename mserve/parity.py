@@ -144,8 +144,13 @@ def _compare_one(name: str, want: Any, got: Any, atol: float, rtol: float) -> Ou
         # The largest failing difference (NaN against a number counts as largest), else the largest.
         pool = np.where(~close, diff, -1.0) if not close.all() else np.nan_to_num(diff, nan=-1.0)
         index = np.unravel_index(int(np.argmax(pool)), diff.shape)
-        want, got = expected64[index], actual64[index]
-        worst = f"at {list(map(int, index))}: expected {want:.6g}, got {got:.6g}"
+        allowed = atol + rtol * abs(expected64[index])
+        worst = (
+            f"at {list(map(int, index))}: expected {_shortest(expected[index])}, "
+            f"got {_shortest(actual[index])}"
+        )
+        if np.isfinite(diff[index]) and np.isfinite(allowed):
+            worst += f" (abs diff {diff[index]:.3g}, rel {rel[index]:.3g}; allowed {allowed:.3g})"
     return OutputParity(
         name,
         bool(close.all()),
@@ -157,6 +162,19 @@ def _compare_one(name: str, want: Any, got: Any, atol: float, rtol: float) -> Ou
         max_rel,
         worst,
     )
+
+
+def _shortest(value: Any) -> str:
+    """The fewest digits that tell this value apart from every other of its dtype: two
+    different numbers never print alike (``.6g`` showed -18.4865 for both of two)."""
+    import numpy as np
+
+    if not isinstance(value, np.floating):
+        return repr(value.item() if hasattr(value, "item") else value)
+    magnitude = abs(float(value))
+    if magnitude == 0 or 1e-4 <= magnitude < 1e16 or not np.isfinite(value):
+        return np.format_float_positional(value, unique=True, trim="-")
+    return np.format_float_scientific(value, unique=True, trim="-")
 
 
 def _compare_exact(

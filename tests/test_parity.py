@@ -22,6 +22,7 @@ def test_the_worst_element_is_named() -> None:
     assert not report.passed
     assert report.summary() == (
         "output 'y' disagrees: max abs diff 0.5 (atol 0.001, rtol 0); at [1]: expected 2, got 2.5"
+        " (abs diff 0.5, rel 0.25; allowed 0.001)"
     )
 
 
@@ -70,3 +71,14 @@ def test_tolerance_round_trips_through_the_manifest_record() -> None:
     tolerance = Tolerance(atol=1e-3, rtol=1e-2, per_output={"y": (0.5, None)})
     report = compare_outputs({"y": np.array([1.0])}, {"y": np.array([1.0])}, tolerance, rows=1)
     assert Tolerance.from_parity(report.to_dict(tolerance)).for_output("y") == (0.5, 1e-2)
+
+
+def test_a_failure_prints_digits_enough_to_tell_the_two_numbers_apart() -> None:
+    expected = np.array([[1.0, -18.4865]], dtype=np.float32)
+    actual = expected.copy()
+    actual[0, 1] = np.nextafter(actual[0, 1], np.float32(0))  # one float32 step away
+    report = compare_outputs({"y": expected}, {"y": actual}, Tolerance(atol=0, rtol=0), rows=1)
+    worst = report.failures()[0].worst
+    assert worst.startswith("at [0, 1]: expected -18.4865, got -18.486498 ")
+    assert "abs diff 1.91e-06, rel 1.03e-07; allowed 0" in worst
+    assert "at [0, 1]: expected -18.4865, got -18.486498" in report.summary()
