@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import pickle
+import struct
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,8 @@ from mserve.runtime import max_opset
 from .registry import Conversion, package_version, quiet, require
 
 SYNTHETIC_ROWS = 32
+# What the unpickler itself raises on bytes that are not a (complete) pickle.
+_DAMAGED = (pickle.UnpicklingError, EOFError, IndexError, struct.error)
 
 
 class SklearnConverter:
@@ -48,8 +52,15 @@ class SklearnConverter:
                 raise UsageError(
                     f"{path.name} needs module {exc.name!r}, which is not installed"
                 ) from None
-            except Exception as exc:  # a pickle can fail in any way its code chooses
-                raise UsageError(f"cannot load {path.name}: {foreign_message(exc)}") from None
+            except _DAMAGED as exc:  # the bytes are no pickle: say so, not "pop from empty list"
+                raise UsageError(
+                    f"cannot read {path.name} as a joblib/pickle file: it is damaged or not a "
+                    f"pickle ({type(exc).__name__}: {foreign_message(exc)})"
+                ) from None
+            except Exception as exc:  # a pickle's own code can fail in any way it chooses
+                raise UsageError(
+                    f"cannot read {path.name} as a joblib/pickle file: {foreign_message(exc)}"
+                ) from None
         if not self.accepts(model):
             raise UsageError(
                 f"{path.name} holds a {type(model).__qualname__}, not a scikit-learn model"
