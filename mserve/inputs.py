@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,9 +45,22 @@ def parse_argument(text: str) -> Loaded:
     if text.startswith("@"):
         return load_file(Path(text[1:]))
     try:
-        return _checked_depth(json.loads(text))
+        return _checked_depth(json.loads(text, parse_constant=_refuse_constant("--input")))
     except json.JSONDecodeError as exc:
         raise InputError(f"--input is not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _refuse_constant(where: str) -> Callable[[str], Any]:
+    """JSON has no NaN or infinity: the server refuses them in a JSON body (400), and so do
+    local commands, so an input never works here and fails there. Binary files carry them."""
+
+    def refuse(constant: str) -> Any:
+        raise InputError(
+            f"{where} is not valid JSON ({constant} is no JSON number: JSON has no NaN or "
+            "infinity; give them in a .npy or .npz file)"
+        )
+
+    return refuse
 
 
 def load_file(path: Path) -> Loaded:
@@ -60,7 +73,8 @@ def load_file(path: Path) -> Loaded:
         raise UsageError(f"input file {path} does not exist")
     try:
         if suffix == ".json":
-            return _checked_depth(json.loads(path.read_text(encoding="utf-8")))
+            text = path.read_text(encoding="utf-8")
+            return _checked_depth(json.loads(text, parse_constant=_refuse_constant(path.name)))
         if suffix == ".csv":
             return _read_csv(path)
         if suffix == ".npy":
