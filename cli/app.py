@@ -15,6 +15,8 @@ from mserve.errors import MserveError, foreign_message
 from . import bench, export, inspect, lifecycle, predict, serve, status, validate
 from .output import Mode, error_line
 
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
 
 class MserveGroup(TyperGroup):
     """Turns every failure into one line on stderr and an exit code (traceback with --debug)."""
@@ -30,6 +32,8 @@ class MserveGroup(TyperGroup):
         Mode.json = Mode.debug = False
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            if code == INTERRUPTED:  # Typer's silent answer to Ctrl-C in a command
+                error_line("interrupted")  # an export stopped so publishes nothing (atomic)
         except typer.TyperException as exc:  # usage: unknown option, missing argument, ...
             context = getattr(exc, "ctx", None)
             command = context.command_path if context is not None else "mserve"
@@ -37,7 +41,7 @@ class MserveGroup(TyperGroup):
             code = exc.exit_code
         except typer.Abort:
             error_line("aborted")
-            code = 130
+            code = INTERRUPTED
         except MserveError as exc:
             if Mode.debug:
                 traceback.print_exc()

@@ -13,7 +13,7 @@ def run() -> None:
 
         main()
     except KeyboardInterrupt:
-        sys.stderr.write("mserve: error: aborted\n")
+        sys.stderr.write("mserve: error: interrupted\n")
         sys.exit(130)
 
 
