@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +122,26 @@ def require(module: str, extra: str, distribution: str = "", minimum: str = "") 
                 f"upgrade with: pip install -U 'mserve[{extra}]'"
             )
     return imported
+
+
+@contextlib.contextmanager
+def native_stderr_muted() -> Iterator[None]:
+    """Keep what native code writes straight to file descriptor 2 (absl's start-up notices,
+    which no Python redirection sees) off the terminal; replayed if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextlib.contextmanager

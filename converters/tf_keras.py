@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from mserve.errors import ConversionError, UsageError, foreign_message
 from mserve.inputs import bind
 from mserve.runtime import max_opset
 
-from .registry import Conversion, package_version, quiet, require
+from .registry import Conversion, native_stderr_muted, package_version, quiet, require
 
 DEFAULT_SIGNATURE = "serving_default"
 TF2ONNX_OPSET = 18  # the newest opset tf2onnx 1.17 writes
@@ -96,10 +98,16 @@ class TensorFlowConverter:
 
 
 def _tensorflow() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    tf = require("tensorflow", "tensorflow")
+    """TensorFlow and tf2onnx, imported without their log lines (TensorFlow's native libraries
+    each print absl's oneDNN notice: twice per import). A user who sets TF_CPP_MIN_LOG_LEVEL
+    sees everything TensorFlow logs at that level."""
+    chosen = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ logging from now on
+    mute = not chosen and "tensorflow" not in sys.modules
+    with native_stderr_muted() if mute else contextlib.nullcontext():
+        tf = require("tensorflow", "tensorflow")
+        require("tf2onnx", "tensorflow", minimum="1.16")
     tf.get_logger().setLevel("ERROR")  # deprecation notices from tf2onnx's graph freezing
-    require("tf2onnx", "tensorflow", minimum="1.16")
     return tf
 
 
