@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError, foreign_message
-from mserve.inputs import Table
+from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.inputs import Table, check_sample
 
 from .registry import Conversion, package_version, quiet, require
 
@@ -178,15 +178,11 @@ def _matrix(sample: Any, features: int) -> Any:
         sample = sample.matrix()
     elif isinstance(sample, dict):
         if len(sample) != 1:
-            raise UsageError("a booster takes one matrix; give one array as sample")
+            raise InputError("a booster takes one matrix; give one array as sample")
         sample = next(iter(sample.values()))
     matrix = np.asarray(sample, dtype=np.float32)
-    matrix = matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
-    if matrix.ndim != 2 or matrix.shape[1] != features:
-        raise UsageError(
-            f"the booster takes {features} features; the sample has shape {list(matrix.shape)}"
-        )
-    return matrix
+    check_sample({"input": [None, features]}, {"input": matrix})
+    return matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
 
 
 def _expected(predictions: Any, outputs: list[str], labels_only: bool) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from mserve import onnx_files
 from mserve.errors import InputError
-from mserve.inputs import bind
+from mserve.inputs import bind, check_sample
 from mserve.runtime import coerce_tensor
 from mserve.signature import Signature
 
@@ -40,6 +40,7 @@ class OnnxFileConverter:
             missing = [spec.name for spec in signature.inputs if spec.name not in bound]
             if missing:
                 raise InputError(f"the sample has no data for input {', '.join(missing)}")
+            check_sample({spec.name: spec.shape for spec in signature.inputs}, bound)
             feeds = {spec.name: coerce_tensor(spec, bound[spec.name]) for spec in signature.inputs}
         return Conversion(
             model=model,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import inspect
 import io
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError, foreign_message
-from mserve.inputs import bind
+from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.inputs import bind, check_sample
 from mserve.runtime import max_opset
 
 from .registry import Conversion, package_version, quiet, require
@@ -84,16 +85,18 @@ class TorchConverter:
         bound = bind(names, sample)
         missing = [n for n in names if n not in bound]
         if missing:
-            raise UsageError(f"the sample has no input {', '.join(map(repr, missing))}")
+            raise InputError(f"the sample has no input {', '.join(map(repr, missing))}")
         feeds = {n: np.ascontiguousarray(np.asarray(bound[n])) for n in names}
+        if program is not None:  # an ExportedProgram declares its input shapes; a module does not
+            check_sample(_declared_shapes(program, names), feeds)
         tensors = tuple(torch.from_numpy(feeds[n]) for n in names)
         if program is None:
             module.eval()
         with torch.no_grad(), quiet():
             try:
                 returned = module(*tensors)
-            except Exception as exc:  # the model's own code failed on the sample
-                raise UsageError(f"the model fails on the sample: {foreign_message(exc)}") from None
+            except Exception as exc:  # e.g. a sample of the wrong width for a Linear layer
+                raise InputError(f"the model fails on the sample: {_torch_message(exc)}") from None
         outputs = _named_outputs(returned, torch)
         onnx_model, exporter, notes = _export(
             program or module, tensors, names, list(outputs), torch
@@ -119,6 +122,25 @@ class TorchConverter:
             },
             notes=notes,
         )
+
+
+def _declared_shapes(program: Any, names: list[str]) -> dict[str, list[object]]:
+    """The shapes an ExportedProgram was exported with, by input name (symbols: variable)."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    user_inputs = program.graph_signature.user_inputs
+    return {
+        name: list(placeholders[node].meta["val"].shape)
+        for name, node in zip(names, user_inputs, strict=False)
+        if node in placeholders and "val" in placeholders[node].meta
+    }
+
+
+def _torch_message(exc: BaseException) -> str:
+    """TorchScript puts its interpreter's trace first and the error last: keep the error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("The following operation failed"):
+        return foreign_message(type(exc)(re.sub(r"^\w+Error: ", "", lines[-1])))
+    return foreign_message(exc)
 
 
 def _input_names(module: Any, torch: Any) -> list[str]:

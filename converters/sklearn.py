@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError, foreign_message
-from mserve.inputs import Table
+from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.inputs import Table, check_sample
 from mserve.runtime import max_opset
 
 from .registry import Conversion, package_version, quiet, require
@@ -84,6 +84,9 @@ class SklearnConverter:
         synthetic = sample is None
         columns = _column_names(model)
         source_sample = _sample_frame(sample, columns) if columns else _sample_matrix(model, sample)
+        features = getattr(model, "n_features_in_", None)
+        if not columns and features is not None:  # before skl2onnx, whose message is obscure
+            check_sample({"X": [None, int(features)]}, {"X": source_sample})
         converter_options = {"zipmap": False} if is_classifier(model) else None
         try:
             with quiet():
@@ -143,13 +146,13 @@ def _sample_frame(sample: Any, columns: list[str]) -> Any:
             "(a CSV with a header row)"
         )
     if not isinstance(sample, Table | dict):
-        raise UsageError(
+        raise InputError(
             f"the model takes named columns ({', '.join(columns)}); the sample has none"
         )
     data = sample.columns if isinstance(sample, Table) else sample
     missing = [c for c in columns if c not in data]
     if missing:
-        raise UsageError(f"the sample has no column {', '.join(map(repr, missing))}")
+        raise InputError(f"the sample has no column {', '.join(map(repr, missing))}")
     return pandas.DataFrame({c: _flat(data[c]) for c in columns})
 
 
@@ -174,7 +177,7 @@ def _sample_matrix(model: Any, sample: Any) -> Any:
         return sample.matrix()
     if isinstance(sample, dict):
         if len(sample) != 1:
-            raise UsageError("this scikit-learn model takes one matrix; give one array as sample")
+            raise InputError("this scikit-learn model takes one matrix; give one array as sample")
         sample = next(iter(sample.values()))
     array = np.asarray(sample)
     return array.reshape(1, -1) if array.ndim == 1 else array

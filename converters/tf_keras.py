@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError, foreign_message
-from mserve.inputs import bind
+from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.inputs import bind, check_sample
 from mserve.runtime import max_opset
 
 from .registry import Conversion, native_stderr_muted, package_version, quiet, require
@@ -131,8 +131,14 @@ def _feeds(specs: Mapping[str, Any], sample: Any) -> dict[str, Any]:
     bound = bind(names, sample)
     missing = [n for n in names if n not in bound]
     if missing:
-        raise UsageError(f"the sample has no input {', '.join(map(repr, missing))}")
+        raise InputError(f"the sample has no input {', '.join(map(repr, missing))}")
+    check_sample({n: _dims(specs[n].shape) for n in names}, bound)
     return {n: np.asarray(bound[n], dtype=specs[n].dtype.as_numpy_dtype) for n in names}
+
+
+def _dims(shape: Any) -> list[int | None] | None:
+    """A TensorShape as a list (None: unknown rank)."""
+    return None if shape.rank is None else list(shape.as_list())
 
 
 def _run(function: Any, model: Any, feeds: dict[str, Any], tf: Any) -> dict[str, Any]:

@@ -140,6 +140,31 @@ def bind(names: Sequence[str], data: Loaded) -> dict[str, Any]:
     return {names[0]: data}
 
 
+def check_sample(shapes: Mapping[str, Sequence[object] | None], sample: Mapping[str, Any]) -> None:
+    """A sample against the input shapes a model declares, in one wording for every framework.
+
+    A dimension that is an int is fixed, anything else (None, a name, a symbol) is variable; the
+    first axis is the batch, and a sample may leave it out (one row). A misfit is an InputError.
+    """
+    import numpy as np
+
+    several = len(shapes) > 1
+    for name, declared in shapes.items():
+        if declared is None or name not in sample:
+            continue
+        want, got = list(declared), list(np.shape(sample[name]))
+        rows = got[1:] if len(got) == len(want) else got if len(got) == len(want) - 1 else None
+        if rows is not None and all(
+            not isinstance(w, int) or w == g for w, g in zip(want[1:], rows, strict=True)
+        ):
+            continue
+        subject = f"the sample's input {name!r}" if several else "the sample"
+        if len(want) == 2 and rows is not None and len(rows) == 1:
+            raise InputError(f"{subject} has {rows[0]} columns; the model takes {want[1]}")
+        text = ", ".join(str(w) if isinstance(w, int) else "?" for w in want)
+        raise InputError(f"{subject} has shape {got}; the model takes [{text}]")
+
+
 def as_arrays(data: Loaded) -> Table | dict[str, np.ndarray[Any, Any]] | np.ndarray[Any, Any]:
     """A sample as arrays: one matrix, one array per named input, or named columns (a Table)."""
     import numpy as np
