@@ -291,17 +291,12 @@ def _data(
     import numpy as np
 
     from mserve import inputs
-    from mserve.runtime import coerce_tensor
     from mserve.validation import SAMPLE_INPUTS
 
     if input_file == RANDOM:
         return None, "random values from the signature"
     if input_file is not None:
-        bound = inputs.bind([s.name for s in specs], inputs.load_file(input_file))
-        missing = [s.name for s in specs if s.name not in bound]
-        if missing:
-            raise UsageError(f"--input {input_file} has no input {missing[0]!r}")
-        return {s.name: coerce_tensor(s, bound[s.name]) for s in specs}, f"file {input_file}"
+        return inputs.to_feeds(specs, inputs.load_file(input_file)), f"file {input_file}"
     if version_dir is not None and (version_dir / SAMPLE_INPUTS).is_file():
         with np.load(version_dir / SAMPLE_INPUTS, allow_pickle=False) as stored:
             return {k: stored[k] for k in stored.files}, "stored samples"

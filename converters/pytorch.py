@@ -83,9 +83,6 @@ class TorchConverter:
         module = program.module() if program is not None else model
         names = _input_names(module, torch)
         bound = bind(names, sample)
-        missing = [n for n in names if n not in bound]
-        if missing:
-            raise InputError(f"the sample has no input {', '.join(map(repr, missing))}")
         feeds = {n: np.ascontiguousarray(np.asarray(bound[n])) for n in names}
         if program is not None:  # an ExportedProgram declares its input shapes; a module does not
             check_sample(_declared_shapes(program, names), feeds)

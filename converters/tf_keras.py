@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.errors import ConversionError, UsageError, foreign_message
 from mserve.inputs import bind, check_sample
 from mserve.runtime import max_opset
 
@@ -129,9 +129,6 @@ def _feeds(specs: Mapping[str, Any], sample: Any) -> dict[str, Any]:
 
     names = list(specs)
     bound = bind(names, sample)
-    missing = [n for n in names if n not in bound]
-    if missing:
-        raise InputError(f"the sample has no input {', '.join(map(repr, missing))}")
     check_sample({n: _dims(specs[n].shape) for n in names}, bound)
     return {n: np.asarray(bound[n], dtype=specs[n].dtype.as_numpy_dtype) for n in names}
 

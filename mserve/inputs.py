@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, UsageError, foreign_message
+from .signature import TensorSpec, numpy_dtype
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,21 +124,38 @@ def _read_csv(path: Path) -> Table:
 
 
 def bind(names: Sequence[str], data: Loaded) -> dict[str, Any]:
-    """Match loaded data to a model's inputs by name, or to its single input."""
+    """Match loaded data to a model's inputs: by name (an object, a CSV's columns), or the data
+    itself for a model with one input. Every input must be there, and nothing else."""
     if isinstance(data, Table):
         if set(data.columns) == set(names):  # one input per column, each [N, 1]
             return {name: data.columns[name].reshape(-1, 1) for name in names}
         if len(names) == 1:
             return {names[0]: data.matrix()}
         raise InputError(f"the CSV columns must be the model's inputs: {', '.join(names)}")
-    if isinstance(data, Mapping):
-        return dict(data)
-    if len(names) != 1:
+    if not isinstance(data, Mapping):
+        if len(names) != 1:
+            raise InputError(
+                f"the model takes {len(names)} inputs ({', '.join(names)}); "
+                "give an object keyed by input name"
+            )
+        return {names[0]: data}
+    unknown = [name for name in data if name not in names]
+    if unknown:
         raise InputError(
-            f"the model takes {len(names)} inputs ({', '.join(names)}); "
-            "give an object keyed by input name"
+            f"unknown input {', '.join(map(repr, unknown))}; "
+            f"the model takes {', '.join(map(repr, names))}"
         )
-    return {names[0]: data}
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise InputError(f"missing input {', '.join(map(repr, missing))}")
+    return dict(data)
+
+
+def to_feeds(specs: Sequence[TensorSpec], data: Loaded) -> dict[str, np.ndarray[Any, Any]]:
+    """Data bound to a signature: each input matched (``bind``) and coerced to its spec's dtype
+    and shape (``coerce_tensor``). The one way data becomes a model's inputs, local or served."""
+    bound = bind([spec.name for spec in specs], data)
+    return {spec.name: coerce_tensor(spec, bound[spec.name]) for spec in specs}
 
 
 def check_sample(shapes: Mapping[str, Sequence[object] | None], sample: Mapping[str, Any]) -> None:
@@ -199,3 +217,89 @@ def _array(value: Any) -> np.ndarray[Any, Any]:
 def _column(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     # pandas keeps strings as objects; numbers keep their dtype (it becomes the input type).
     return values.astype(str) if values.dtype == object else values
+
+
+# -- coercion to a tensor spec -----------------------------------------------------------
+
+
+def coerce_tensor(spec: TensorSpec, value: Any, *, strict: bool = False) -> np.ndarray[Any, Any]:
+    """``value`` as an array of the spec's dtype and shape, or a one-line InputError (STRICT:
+    see ``fit_shape``)."""
+    import numpy as np
+
+    where = f"input {spec.name!r}"
+    if not spec.is_tensor:
+        raise InputError(f"{where} has type {spec.dtype}, which mserve cannot feed")
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise InputError(f"{where} is not a rectangular array") from None
+    if (
+        array.dtype == object
+        and array.size
+        and not all(isinstance(v, str | bytes) for v in array.flat)
+    ):
+        raise InputError(f"{where} is not a rectangular array of one type")
+    array = _cast(array, spec, where)
+    return fit_shape(spec, array, where, strict=strict)
+
+
+def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+    import numpy as np
+
+    target = numpy_dtype(spec.dtype)
+    kind = array.dtype.kind
+    if spec.dtype == "string":
+        if array.size and kind not in "USO":
+            raise InputError(f"{where} expects strings, got {array.dtype.name} values")
+        return (
+            np.vectorize(_as_text, otypes=[object])(array) if array.size else array.astype(object)
+        )
+    if kind in "USO":
+        raise InputError(f"{where} expects {spec.dtype} values, got strings")
+    if (target.kind in "iub" and kind == "f") and (
+        not np.all(np.isfinite(array)) or np.any(array != np.round(array))
+    ):
+        raise InputError(f"{where} expects {spec.dtype} values, got fractional numbers")
+    if target.kind == "b" and kind in "iuf" and np.any((array != 0) & (array != 1)):
+        raise InputError(f"{where} expects booleans (true/false or 0/1)")
+    if target.kind in "iu" and array.size and kind in "iuf":
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise InputError(f"{where}: a value is out of range for {spec.dtype}")
+    return array.astype(target, copy=False)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def fit_shape(
+    spec: TensorSpec, array: np.ndarray[Any, Any], where: str, *, strict: bool = False
+) -> np.ndarray[Any, Any]:
+    """``array`` (already of the right dtype) checked against the spec's rank and fixed dims.
+    Unless STRICT (a wire request, which declares its shape), one row without its batch axis
+    gets the axis, as a user giving one example means."""
+    if spec.shape is None:
+        return array
+    rank = len(spec.shape)
+    batch_axis = spec.shape[0] if rank else 0
+    if (
+        not strict
+        and array.ndim == rank - 1
+        and (batch_axis == 1 or not isinstance(batch_axis, int))
+    ):
+        array = array.reshape((1, *array.shape))
+    if array.ndim != rank:
+        raise InputError(
+            f"{where} expects rank {rank} {spec.shape_text()}, got shape {list(array.shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
+        if isinstance(want, int) and want != got:
+            raise InputError(
+                f"{where} expects {spec.shape_text()}, got {list(array.shape)} "
+                f"(dimension {axis} must be {want})"
+            )
+    return array
