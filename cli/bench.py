@@ -291,7 +291,7 @@ def _data(
     import numpy as np
 
     from mserve import inputs
-    from mserve.validation import SAMPLE_INPUTS
+    from mserve.manifest import SAMPLE_INPUTS
 
     if input_file == RANDOM:
         return None, "random values from the signature"

@@ -15,13 +15,20 @@ from mserve.errors import (
     UsageError,
     foreign_message,
 )
-from mserve.manifest import MODEL_FILE, Manifest, ci_provenance, sha256_file, sha256_tree
+from mserve.manifest import (
+    MODEL_FILE,
+    SAMPLE_INPUTS,
+    SAMPLE_OUTPUTS,
+    Manifest,
+    ci_provenance,
+    sha256_file,
+    sha256_tree,
+)
 from mserve.parity import Tolerance, compare_outputs
 from mserve.reference import check_model_name
 from mserve.repository import Repository
 from mserve.runtime import ModelRunner, create_session, max_opset
 from mserve.signature import Signature
-from mserve.validation import SAMPLE_INPUTS, SAMPLE_OUTPUTS
 
 from .registry import (
     Conversion,
@@ -234,7 +241,7 @@ def _write_samples(staging: Path, feeds: dict[str, Any], outputs: dict[str, Any]
 
     if not feeds or not all(isinstance(v, np.ndarray) for v in outputs.values()):
         return  # non-tensor outputs (sequences, maps) cannot be stored without pickle
-    (staging / "samples").mkdir()
+    (staging / SAMPLE_INPUTS).parent.mkdir()
     np.savez(staging / SAMPLE_INPUTS, **{k: _storable(v) for k, v in feeds.items()})
     np.savez(staging / SAMPLE_OUTPUTS, **{k: _storable(v) for k, v in outputs.items()})
 

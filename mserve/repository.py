@@ -132,6 +132,17 @@ class Repository:
         except (OSError, ValueError, TypeError, AttributeError, UsageError) as exc:
             raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
 
+    def stored_arrays(self, model: str, version: int, relative: str) -> dict[str, Any] | None:
+        """The arrays of a version's ``.npz`` file (SAMPLE_INPUTS, SAMPLE_OUTPUTS), never
+        unpickled; None if the version has none."""
+        import numpy as np
+
+        path = self.version_file(model, version, relative)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+
     def manifest(self, model: str, version: int) -> Manifest:
         return Manifest.read(self.version_dir(model, version))
 

@@ -8,14 +8,18 @@ from typing import Any
 
 from . import onnx_files
 from .errors import MserveError, foreign_message
-from .manifest import MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
+from .manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SAMPLE_INPUTS,
+    SAMPLE_OUTPUTS,
+    Manifest,
+    sha256_file,
+)
 from .parity import Tolerance, compare_outputs
 from .repository import Repository
 from .runtime import ModelRunner, create_session
 from .signature import CompatibilityReport, Signature, compare_signatures
-
-SAMPLE_INPUTS = "samples/inputs.npz"
-SAMPLE_OUTPUTS = "samples/outputs.npz"
 
 
 @dataclass
@@ -94,7 +98,7 @@ def validate(
         signature = Signature.from_onnx(loaded)
         if manifest is not None:
             checks.run("signature", lambda: _check_signature(signature, manifest.signature))
-            if session is not None and (directory / SAMPLE_INPUTS).is_file():
+            if session is not None and repo.version_file(model, version, SAMPLE_INPUTS).is_file():
                 runner = ModelRunner(session, signature)
                 checks.run(
                     "samples", lambda: _check_samples(repo, model, version, runner, manifest)
@@ -161,12 +165,10 @@ def _check_signature(actual: Signature, recorded: Signature) -> None:
 def _check_samples(
     repo: Repository, model: str, version: int, runner: ModelRunner, manifest: Manifest
 ) -> str:
-    import numpy as np
-
-    with np.load(repo.version_file(model, version, SAMPLE_INPUTS), allow_pickle=False) as f:
-        inputs = {k: f[k] for k in f.files}
-    with np.load(repo.version_file(model, version, SAMPLE_OUTPUTS), allow_pickle=False) as f:
-        expected = {k: f[k] for k in f.files}
+    inputs = repo.stored_arrays(model, version, SAMPLE_INPUTS) or {}
+    expected = repo.stored_arrays(model, version, SAMPLE_OUTPUTS)
+    if expected is None:
+        raise MserveError(f"{SAMPLE_OUTPUTS} is missing")
     tolerance = Tolerance.from_parity(manifest.parity)
     rows = len(next(iter(inputs.values()))) if inputs else 0
     result = compare_outputs(expected, runner.run(inputs), tolerance, rows)
