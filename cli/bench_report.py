@@ -14,9 +14,7 @@ from mserve.errors import EnvironmentProblem, MissingExtraError
 from .output import console, emit_json, escape, table
 
 if TYPE_CHECKING:
-    from mserve.bench import GateCheck
-
-    from .bench import Run
+    from mserve.bench import GateCheck, Run
 
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p99", "max")
 # The generator is probably the limit when a step gets this close to its ceiling.
