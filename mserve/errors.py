@@ -25,7 +25,34 @@
         └── TimedOut             HTTP 504           the request waited longer than its timeout
 
 The core raises these; only the edges (the CLI, the HTTP layer) turn them into an exit code or a
-response. Messages are one line, and never carry a traceback.
+response. Messages are one line, and never carry a traceback; a library's exception becomes one
+through ``foreign_message``.
+
+One rule per kind of failure, the same for every framework and every command:
+
+    failure                                                      class                 exit
+    a bad option or argument; --repo that is a file; --atol or   UsageError            2
+      --rtol for an output the model lacks; a port out of range
+    no such model, version or label (locally or on a server)     NotFoundError         2
+    a source file that cannot be read as what it claims to be    UsageError            2
+      (a damaged pickle, a .pt2 that is no torch.export file)
+    loading the source would run its code (no --trust-source)    UntrustedSourceError  2
+    an input or a sample that does not fit the model: a width    InputError            1
+      ("the sample has 3 columns; the model takes 4"), a
+      dtype, a missing or unknown input, NaN or Infinity in
+      JSON (the server refuses them too); a torch module that
+      fails on its sample
+    the converter cannot convert the model                       ConversionError       1
+    ONNX disagrees with the source model                         ParityError           1
+    a published version is not sound or not compatible          ValidationError       1
+    a lifecycle change the model's state forbids                 Conflict              1
+    a benchmark gate or a failed request                         (the report)          1
+    a framework not installed                                    MissingExtraError     3
+    the repository unreadable or corrupt                         RepositoryError       3
+    the machine: a port in use, a server unreachable             EnvironmentProblem    3
+    what a model server answers besides the above                ServingError          3
+    Ctrl-C                                                       ("interrupted")       130
+    anything else is a bug in mserve: "internal error"           (any other)           3
 """
 
 from __future__ import annotations
