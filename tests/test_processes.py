@@ -172,7 +172,8 @@ FRAMEWORKS = {
 def test_the_core_and_the_server_never_import_converters_or_training_frameworks() -> None:
     loaded = imported_modules(
         "import mserve, mserve.repository, mserve.validation, mserve.runtime, mserve.inputs\n"
-        "import mserve.server.app, mserve.server.grpc, mserve.server.run, mserve.client"
+        "import mserve.bench.local, mserve.bench.remote\n"
+        "import mserve.server.run, mserve.server.rest.app, mserve.server.grpc, mserve.client"
     )
     assert not ({"mserve.converters", "mserve.cli"} | FRAMEWORKS) & loaded
 
