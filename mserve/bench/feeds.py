@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from .. import inputs
 from ..errors import UsageError
 from ..signature import TensorSpec, numpy_dtype
 
@@ -24,8 +25,6 @@ def rows(
 ) -> tuple[dict[str, Array] | None, str]:
     """Rows to feed, and where they came from: a file, else the version's stored samples (when
     given), else None (random values)."""
-    from .. import inputs
-
     if source == RANDOM:
         return None, "random values from the signature"
     if isinstance(source, Path):
