@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import traceback
 from typing import Annotated, Any
@@ -112,13 +111,3 @@ app.command("status")(status.status_command)
 app.command("promote")(lifecycle.promote_command)
 app.command("rollback")(lifecycle.rollback_command)
 app.command("retire")(lifecycle.retire_command)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    # SystemExit unwinds `finally` blocks, so an export stopped by SIGTERM cleans its staging.
-    raise SystemExit(128 + signum)
-
-
-def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
-    app()

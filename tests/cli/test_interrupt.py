@@ -55,7 +55,9 @@ def test_ctrl_c_at_any_moment_of_a_torch_export_leaves_no_version_and_no_staging
     repo = tmp_path / "models"
     source, sample = SAMPLES / "iris_mlp.pt2", SAMPLES / "iris_sample.csv"
     outcomes = []
-    for delay in (0.5, 1.5, 2.5, 3.5):  # imports, loading, conversion, parity and publishing
+    # Imports (an interrupt inside one would abort a native library or leave numpy half
+    # loaded), loading, conversion, parity, publishing, and after the end.
+    for delay in (0.2, 0.4, 0.6, 1.5, 2.5, 3.5, 4.5):
         process = start_export(source, "-n", "iris", "--repo", repo, "--sample", sample)
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
