@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import traceback
 from typing import Annotated, Any
@@ -10,10 +9,12 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from mserve.errors import MserveError
+from mserve.errors import MserveError, foreign_message
 
 from . import bench, export, inspect, lifecycle, predict, serve, status, validate
 from .output import Mode, error_line
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class MserveGroup(TyperGroup):
@@ -30,6 +31,8 @@ class MserveGroup(TyperGroup):
         Mode.json = Mode.debug = False
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            if code == INTERRUPTED:  # Typer's silent answer to Ctrl-C in a command
+                error_line("interrupted")  # an export stopped so publishes nothing (atomic)
         except typer.TyperException as exc:  # usage: unknown option, missing argument, ...
             context = getattr(exc, "ctx", None)
             command = context.command_path if context is not None else "mserve"
@@ -37,7 +40,7 @@ class MserveGroup(TyperGroup):
             code = exc.exit_code
         except typer.Abort:
             error_line("aborted")
-            code = 130
+            code = INTERRUPTED
         except MserveError as exc:
             if Mode.debug:
                 traceback.print_exc()
@@ -46,7 +49,9 @@ class MserveGroup(TyperGroup):
         except Exception as exc:  # a bug in mserve: say so in one line, the details with --debug
             if Mode.debug:
                 traceback.print_exc()
-            error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+            error_line(
+                f"internal error: {type(exc).__name__}: {foreign_message(exc)} (rerun with --debug)"
+            )
             code = 3
         code = code if isinstance(code, int) else 0
         if standalone_mode:
@@ -106,13 +111,3 @@ app.command("status")(status.status_command)
 app.command("promote")(lifecycle.promote_command)
 app.command("rollback")(lifecycle.rollback_command)
 app.command("retire")(lifecycle.retire_command)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    # SystemExit unwinds `finally` blocks, so an export stopped by SIGTERM cleans its staging.
-    raise SystemExit(128 + signum)
-
-
-def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
-    app()

@@ -14,9 +14,7 @@ from mserve.errors import EnvironmentProblem, MissingExtraError
 from .output import console, emit_json, escape, table
 
 if TYPE_CHECKING:
-    from mserve.bench import Check
-
-    from .bench import Run
+    from mserve.bench import GateCheck, Run
 
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p99", "max")
 # The generator is probably the limit when a step gets this close to its ceiling.
@@ -24,7 +22,7 @@ CEILING_SHARE = 0.8
 
 
 def report(
-    run: Run, checks: list[Check], *, json: bool, csv: Path | None, plot: Path | None
+    run: Run, checks: list[GateCheck], *, json: bool, csv: Path | None, plot: Path | None
 ) -> None:
     document = to_json(run, checks)
     if csv is not None:
@@ -67,7 +65,7 @@ def report(
     out.print("[green]PASS[/]" if passed else "[red]FAIL[/]")
 
 
-def to_json(run: Run, checks: list[Check]) -> dict[str, Any]:
+def to_json(run: Run, checks: list[GateCheck]) -> dict[str, Any]:
     """The --json document (its keys are a contract: tests pin them)."""
     return {
         "model": run.model,

@@ -1,8 +1,9 @@
 """``mserve promote``, ``rollback`` and ``retire``: lifecycle changes made through running servers'
 admin API (each named server in turn), or straight in a repository that servers poll.
 
-Exit codes: 0 done everywhere; 1 refused somewhere (a gate, a conflict, an unknown version);
-3 a server unreachable, a token refused, or --wait timed out. The worst outcome wins.
+Exit codes, as for every command (mserve.errors): 0 done everywhere; 1 refused somewhere (a
+gate, a conflict); 2 a bad argument (an unknown model, version or label); 3 a server
+unreachable, a token refused, or --wait timed out. The highest code wins.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typer
 
 from mserve.errors import MserveError, Unauthorized, UsageError
 
-from .options import JsonOption, TokenFileOption, admin_token
+from .options import JsonOption, TokenFileOption, admin_token, repository_option
 from .output import console, emit_json, error_line, escape
 
 ModelArgument = Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")]
@@ -40,6 +41,7 @@ TargetRepoOption = Annotated[
         metavar="DIR",
         help="Change the repository's model.json instead; servers polling it follow.",
         show_default=False,
+        callback=repository_option,
     ),
 ]
 LabelOption = Annotated[str, typer.Option("--label", metavar="LABEL", help="The label to move.")]
@@ -253,8 +255,8 @@ def _on_server(
 
 
 def _failed(target: str, error: MserveError) -> Outcome:
-    # A refusal (any 4xx: a gate, a conflict, an unknown version) is 1; the rest is 3.
-    return Outcome(target, error=error.message, exit_code=3 if error.exit_code == 3 else 1)
+    # The error tree's own code, so an unknown model is 2 here as it is for every command.
+    return Outcome(target, error=error.message, exit_code=error.exit_code)
 
 
 def _wait(outcomes: list[Outcome], model: str, label: str, timeout: float) -> None:
@@ -294,11 +296,11 @@ def _report(operation: str, model: str, outcomes: list[Outcome], json: bool) -> 
             }
         )
     else:
-        from mserve.lifecycle import Change
+        from mserve.lifecycle import LabelChange
 
         for o in outcomes:
             if o.change is not None:
-                change = Change.from_dict(o.change)
+                change = LabelChange.from_dict(o.change)
                 served = (
                     f" (served after {o.served_after_s:.2f} s)"
                     if o.served_after_s is not None

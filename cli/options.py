@@ -15,6 +15,17 @@ from .output import remember_json
 TOKEN_VARIABLE = "MSERVE_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
 MIN_TOKEN_LENGTH = 16
 
+
+def repository_option(value: Path | None) -> Path | None:
+    """--repo is checked before any work: a file there would fail late, with a worse message.
+
+    A missing directory is left to the command (``export`` creates it; the others say so).
+    """
+    if value is not None and value.exists() and not value.is_dir():
+        raise UsageError(f"--repo {value} is not a directory")
+    return value
+
+
 RepoOption = Annotated[
     Path,
     typer.Option(
@@ -23,6 +34,7 @@ RepoOption = Annotated[
         envvar="MSERVE_REPO",
         help="Model repository directory.",
         show_default=True,
+        callback=repository_option,
     ),
 ]
 JsonOption = Annotated[

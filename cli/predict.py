@@ -47,7 +47,7 @@ def predict_command(
         repository = Repository(repo)
         model, version = repository.resolve(reference)
         runner = ModelRunner.open(repository.version_file(model, version, MODEL_FILE))
-        raw = runner.run(inputs.bind(runner.input_names, data))
+        raw = runner.run(data)  # bound to the signature as the server binds a request
     outputs = {name: _plain(value) for name, value in raw.items()}
     if json:
         emit_json({"model": model, "version": version, "outputs": outputs})

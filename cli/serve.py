@@ -7,7 +7,11 @@ from typing import Annotated
 
 import typer
 
-from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token
+from mserve.errors import EnvironmentProblem, UsageError
+
+from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token, repository_option
+
+MAX_PORT = 65535
 
 
 def serve_command(
@@ -17,11 +21,19 @@ def serve_command(
             metavar="[REPO]",
             help="Model repository to serve [default: --repo, MSERVE_REPO, or ./models].",
             show_default=False,
+            callback=repository_option,
         ),
     ] = None,
     *,
     repo: Annotated[
-        Path, typer.Option("--repo", metavar="DIR", envvar="MSERVE_REPO", help="Model repository.")
+        Path,
+        typer.Option(
+            "--repo",
+            metavar="DIR",
+            envvar="MSERVE_REPO",
+            help="Model repository.",
+            callback=repository_option,
+        ),
     ] = DEFAULT_REPO,
     host: Annotated[
         str,
@@ -74,7 +86,6 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve every model in a repository over KServe V2 and TF Serving REST."""
-    from mserve.errors import UsageError
     from mserve.server.run import serve
     from mserve.server.settings import BatchSettings, ServerSettings, VersionPolicy
 
@@ -87,12 +98,19 @@ def serve_command(
         or (timeout <= 0 or poll_interval <= 0)
     ):
         raise UsageError("sizes, delays and limits must be positive (or zero where allowed)")
+    if not (0 < port <= MAX_PORT and 0 <= grpc_port <= MAX_PORT):
+        raise UsageError(f"ports are 1 to {MAX_PORT} (--grpc-port 0 turns gRPC off)")
     token = admin_token(admin_token_file, "--admin-token-file")
     if token is None and not _loopback(host):
         raise UsageError(
             f"--host {host} is reachable from other machines: set {TOKEN_VARIABLE} or "
             "--admin-token-file first (the server refuses to listen there without one)"
         )
+    # Before any model loads: a taken port would otherwise end the server after it had loaded
+    # every model and logged "serving".
+    check_can_listen(host, port, "port")
+    if grpc_port:
+        check_can_listen(host, grpc_port, "gRPC port")
     serve(
         ServerSettings(
             repository=root,
@@ -113,6 +131,32 @@ def serve_command(
             admin_token=token,
         )
     )
+
+
+def check_can_listen(host: str, port: int, what: str) -> None:
+    """Bind ``host:port`` and let go: EnvironmentProblem (exit 3) if the server could not.
+
+    SO_REUSEADDR as uvicorn and gRPC set it, so a port left in TIME_WAIT is no false alarm.
+    """
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise EnvironmentProblem(f"{what} {port} on {host} is in use") from None
+            raise EnvironmentProblem(
+                f"cannot listen on {what} {port} on {host}: {exc.strerror}"
+            ) from None
 
 
 def _loopback(host: str) -> bool:

@@ -53,8 +53,8 @@ def status_command(
 
 
 def _describe(model: str, entry: dict[str, Any]) -> str:
-    from mserve.lifecycle import Change
+    from mserve.lifecycle import LabelChange
 
     fields = {k: v for k, v in entry.items() if k != "via"}
-    change = Change.from_dict({"model": model, "changed": True, **fields})
+    change = LabelChange.from_dict({"model": model, "changed": True, **fields})
     return f"{change.time} {change.describe()} by {change.actor}"

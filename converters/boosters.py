@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError
-from mserve.inputs import Table
+from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.inputs import Table, check_sample
 
-from .registry import Conversion, first_line, package_version, quiet, require
+from .registry import Conversion, package_version, quiet, require
 
 SYNTHETIC_ROWS = 32
 
@@ -47,7 +47,7 @@ class _BoosterConverter:
                 onnx_model = self.to_onnx(model, [("input", FloatTensorType([None, features]))])
         except Exception as exc:  # onnxmltools names the unsupported objective or parameter
             raise ConversionError(
-                f"onnxmltools cannot convert this booster: {first_line(exc)}"
+                f"onnxmltools cannot convert this booster: {foreign_message(exc)}"
             ) from None
         _unfix_batch_axis(onnx_model)
         outputs = [o.name for o in onnx_model.graph.output]
@@ -105,7 +105,9 @@ class XGBoostConverter(_BoosterConverter):
         try:
             booster.load_model(str(path))
         except Exception as exc:  # XGBoostError
-            raise UsageError(f"{path.name} is not an XGBoost model: {first_line(exc)}") from None
+            raise UsageError(
+                f"{path.name} is not an XGBoost model: {foreign_message(exc)}"
+            ) from None
         return booster, []
 
     def features(self, model: Any) -> int:
@@ -143,7 +145,9 @@ class LightGBMConverter(_BoosterConverter):
             with quiet():
                 return lightgbm.Booster(model_file=str(path)), []
         except Exception as exc:  # LightGBMError
-            raise UsageError(f"{path.name} is not a LightGBM model: {first_line(exc)}") from None
+            raise UsageError(
+                f"{path.name} is not a LightGBM model: {foreign_message(exc)}"
+            ) from None
 
     def features(self, model: Any) -> int:
         return int(model.num_feature())
@@ -174,15 +178,11 @@ def _matrix(sample: Any, features: int) -> Any:
         sample = sample.matrix()
     elif isinstance(sample, dict):
         if len(sample) != 1:
-            raise UsageError("a booster takes one matrix; give one array as sample")
+            raise InputError("a booster takes one matrix; give one array as sample")
         sample = next(iter(sample.values()))
     matrix = np.asarray(sample, dtype=np.float32)
-    matrix = matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
-    if matrix.ndim != 2 or matrix.shape[1] != features:
-        raise UsageError(
-            f"the booster takes {features} features; the sample has shape {list(matrix.shape)}"
-        )
-    return matrix
+    check_sample({"input": [None, features]}, {"input": matrix})
+    return matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
 
 
 def _expected(predictions: Any, outputs: list[str], labels_only: bool) -> dict[str, Any]:

@@ -8,20 +8,32 @@ from pathlib import Path
 from typing import Any
 
 from mserve import inputs, onnx_files
-from mserve.errors import ConversionError, ParityError, UntrustedSourceError, UsageError
-from mserve.manifest import MODEL_FILE, Manifest, ci_provenance, sha256_file, sha256_tree
-from mserve.parity import Tolerance, compare
+from mserve.errors import (
+    ConversionError,
+    ParityError,
+    UntrustedSourceError,
+    UsageError,
+    foreign_message,
+)
+from mserve.manifest import (
+    MODEL_FILE,
+    SAMPLE_INPUTS,
+    SAMPLE_OUTPUTS,
+    Manifest,
+    ci_provenance,
+    sha256_file,
+    sha256_tree,
+)
+from mserve.parity import Tolerance, compare_outputs
 from mserve.reference import check_model_name
 from mserve.repository import Repository
 from mserve.runtime import ModelRunner, create_session, max_opset
 from mserve.signature import Signature
-from mserve.validation import SAMPLE_INPUTS, SAMPLE_OUTPUTS
 
 from .registry import (
     Conversion,
     Converter,
     by_name,
-    first_line,
     for_file,
     for_object,
     package_version,
@@ -85,6 +97,7 @@ def export(
             "sha256": sha256_file(Path(weights)),
         }
     conversion = converter.convert(model, _sample_arrays(sample), {"signature": signature})
+    tolerance.check_outputs([output.name for output in conversion.model.graph.output])
     notes += conversion.notes
     if conversion.synthetic_sample:
         notes.append("no sample given: parity was checked on synthetic inputs; pass --sample")
@@ -173,7 +186,7 @@ def build_from_python(spec: str) -> Any:
     try:
         return function()
     except Exception as exc:  # the user's code: report it, do not crash
-        raise UsageError(f"--from-python: {spec}() failed: {first_line(exc)}") from None
+        raise UsageError(f"--from-python: {spec}() failed: {foreign_message(exc)}") from None
 
 
 def _sample_arrays(sample: Any) -> Any:
@@ -191,8 +204,9 @@ def _check_onnx(conversion: Conversion) -> tuple[Signature, dict[str, Any]]:
     try:
         onnx.checker.check_model(conversion.model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise ConversionError(f"the converted model is not valid ONNX: {first}") from None
+        raise ConversionError(
+            f"the converted model is not valid ONNX: {foreign_message(exc)}"
+        ) from None
     opset = next(
         (o.version for o in conversion.model.opset_import if o.domain in ("", "ai.onnx")), 0
     )
@@ -213,7 +227,7 @@ def _parity(
     if conversion.expected is None:
         return {"passed": True, "method": "none: the source is ONNX"}
     rows = len(next(iter(conversion.feeds.values())))
-    report = compare(conversion.expected, outputs, tolerance, rows)
+    report = compare_outputs(conversion.expected, outputs, tolerance, rows)
     return {
         **report.to_dict(tolerance),
         "synthetic_sample": conversion.synthetic_sample,
@@ -227,7 +241,7 @@ def _write_samples(staging: Path, feeds: dict[str, Any], outputs: dict[str, Any]
 
     if not feeds or not all(isinstance(v, np.ndarray) for v in outputs.values()):
         return  # non-tensor outputs (sequences, maps) cannot be stored without pickle
-    (staging / "samples").mkdir()
+    (staging / SAMPLE_INPUTS).parent.mkdir()
     np.savez(staging / SAMPLE_INPUTS, **{k: _storable(v) for k, v in feeds.items()})
     np.savez(staging / SAMPLE_OUTPUTS, **{k: _storable(v) for k, v in outputs.items()})
 

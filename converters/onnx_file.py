@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mserve import onnx_files
-from mserve.errors import InputError
-from mserve.inputs import bind
-from mserve.runtime import coerce_tensor
+from mserve.inputs import bind, check_sample, to_feeds
 from mserve.signature import Signature
 
 from .registry import Conversion, package_version
@@ -37,10 +35,8 @@ class OnnxFileConverter:
         feeds = {}
         if sample is not None:
             bound = bind([spec.name for spec in signature.inputs], sample)
-            missing = [spec.name for spec in signature.inputs if spec.name not in bound]
-            if missing:
-                raise InputError(f"the sample has no data for input {', '.join(missing)}")
-            feeds = {spec.name: coerce_tensor(spec, bound[spec.name]) for spec in signature.inputs}
+            check_sample({spec.name: spec.shape for spec in signature.inputs}, bound)
+            feeds = to_feeds(signature.inputs, bound)
         return Conversion(
             model=model,
             feeds=feeds,

@@ -15,15 +15,16 @@ from __future__ import annotations
 import inspect
 import io
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError
-from mserve.inputs import bind
+from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.inputs import bind, check_sample
 from mserve.runtime import max_opset
 
-from .registry import Conversion, first_line, package_version, quiet, require
+from .registry import Conversion, package_version, quiet, require
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth")
 # The opset torch 2.13's exporters target; lower when onnxruntime cannot load it.
@@ -52,7 +53,7 @@ class TorchConverter:
         except Exception as exc:  # torch raises RuntimeError, ValueError, zipfile errors...
             kind = "torch.export" if path.suffix.lower() == ".pt2" else "TorchScript"
             raise UsageError(
-                f"{path.name} is not a {kind} file ({first_line(exc)}); for a state dict, use "
+                f"{path.name} is not a {kind} file ({foreign_message(exc)}); for a state dict, use "
                 "--from-python MODULE:FUNCTION --weights FILE"
             ) from None
 
@@ -64,7 +65,9 @@ class TorchConverter:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)
         except Exception as exc:  # unpickling refused, missing or unexpected keys, bad shapes
-            raise UsageError(f"cannot load weights from {path.name}: {first_line(exc)}") from None
+            raise UsageError(
+                f"cannot load weights from {path.name}: {foreign_message(exc)}"
+            ) from None
         return model
 
     def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
@@ -80,18 +83,17 @@ class TorchConverter:
         module = program.module() if program is not None else model
         names = _input_names(module, torch)
         bound = bind(names, sample)
-        missing = [n for n in names if n not in bound]
-        if missing:
-            raise UsageError(f"the sample has no input {', '.join(map(repr, missing))}")
         feeds = {n: np.ascontiguousarray(np.asarray(bound[n])) for n in names}
+        if program is not None:  # an ExportedProgram declares its input shapes; a module does not
+            check_sample(_declared_shapes(program, names), feeds)
         tensors = tuple(torch.from_numpy(feeds[n]) for n in names)
         if program is None:
             module.eval()
         with torch.no_grad(), quiet():
             try:
                 returned = module(*tensors)
-            except Exception as exc:  # the model's own code failed on the sample
-                raise UsageError(f"the model fails on the sample: {first_line(exc)}") from None
+            except Exception as exc:  # e.g. a sample of the wrong width for a Linear layer
+                raise InputError(f"the model fails on the sample: {_torch_message(exc)}") from None
         outputs = _named_outputs(returned, torch)
         onnx_model, exporter, notes = _export(
             program or module, tensors, names, list(outputs), torch
@@ -117,6 +119,25 @@ class TorchConverter:
             },
             notes=notes,
         )
+
+
+def _declared_shapes(program: Any, names: list[str]) -> dict[str, list[object]]:
+    """The shapes an ExportedProgram was exported with, by input name (symbols: variable)."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    user_inputs = program.graph_signature.user_inputs
+    return {
+        name: list(placeholders[node].meta["val"].shape)
+        for name, node in zip(names, user_inputs, strict=False)
+        if node in placeholders and "val" in placeholders[node].meta
+    }
+
+
+def _torch_message(exc: BaseException) -> str:
+    """TorchScript puts its interpreter's trace first and the error last: keep the error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("The following operation failed"):
+        return foreign_message(type(exc)(re.sub(r"^\w+Error: ", "", lines[-1])))
+    return foreign_message(exc)
 
 
 def _input_names(module: Any, torch: Any) -> list[str]:
@@ -171,7 +192,7 @@ def _export(
                 )
         except Exception as exc:  # dynamo fails on data-dependent control flow and more
             notes.append(
-                f"the dynamo exporter failed ({first_line(exc)}); used the TorchScript one"
+                f"the dynamo exporter failed ({foreign_message(exc)}); used the TorchScript one"
             )
     if isinstance(model, torch.export.ExportedProgram):
         raise ConversionError(f"cannot export this ExportedProgram: {notes[-1]}")
@@ -195,7 +216,7 @@ def _export(
             hint = " (TorchScript models must return tensors or tuples; save a dict-returning "
             hint += "model with torch.export.save instead)"
         raise ConversionError(
-            f"torch.onnx cannot export this model: {first_line(exc)}{hint}"
+            f"torch.onnx cannot export this model: {foreign_message(exc)}{hint}"
         ) from None
     return onnx.load_from_string(buffer.getvalue()), "torchscript", notes
 

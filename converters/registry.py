@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
+import os
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -123,6 +125,26 @@ def require(module: str, extra: str, distribution: str = "", minimum: str = "") 
 
 
 @contextlib.contextmanager
+def native_stderr_muted() -> Iterator[None]:
+    """Keep what native code writes straight to file descriptor 2 (absl's start-up notices,
+    which no Python redirection sees) off the terminal; replayed if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
 def quiet() -> Iterator[io.StringIO]:
     """Run a framework's converter without its chatter reaching our stdout (which may be JSON).
 
@@ -137,12 +159,3 @@ def quiet() -> Iterator[io.StringIO]:
     ):
         warnings.simplefilter("ignore")
         yield buffer
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line, without terminal colour codes, for a one-line error."""
-    lines = _ANSI.sub("", str(exc)).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -10,18 +10,22 @@
 
 from __future__ import annotations
 
+import pickle
+import struct
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError
-from mserve.inputs import Table
+from mserve.errors import ConversionError, InputError, UsageError, foreign_message
+from mserve.inputs import Table, check_sample
 from mserve.runtime import max_opset
 
-from .registry import Conversion, first_line, package_version, quiet, require
+from .registry import Conversion, package_version, quiet, require
 
 SYNTHETIC_ROWS = 32
+# What the unpickler itself raises on bytes that are not a (complete) pickle.
+_DAMAGED = (pickle.UnpicklingError, EOFError, IndexError, struct.error)
 
 
 class SklearnConverter:
@@ -48,8 +52,15 @@ class SklearnConverter:
                 raise UsageError(
                     f"{path.name} needs module {exc.name!r}, which is not installed"
                 ) from None
-            except Exception as exc:  # a pickle can fail in any way its code chooses
-                raise UsageError(f"cannot load {path.name}: {first_line(exc)}") from None
+            except _DAMAGED as exc:  # the bytes are no pickle: say so, not "pop from empty list"
+                raise UsageError(
+                    f"cannot read {path.name} as a joblib/pickle file: it is damaged or not a "
+                    f"pickle ({type(exc).__name__}: {foreign_message(exc)})"
+                ) from None
+            except Exception as exc:  # a pickle's own code can fail in any way it chooses
+                raise UsageError(
+                    f"cannot read {path.name} as a joblib/pickle file: {foreign_message(exc)}"
+                ) from None
         if not self.accepts(model):
             raise UsageError(
                 f"{path.name} holds a {type(model).__qualname__}, not a scikit-learn model"
@@ -73,6 +84,9 @@ class SklearnConverter:
         synthetic = sample is None
         columns = _column_names(model)
         source_sample = _sample_frame(sample, columns) if columns else _sample_matrix(model, sample)
+        features = getattr(model, "n_features_in_", None)
+        if not columns and features is not None:  # before skl2onnx, whose message is obscure
+            check_sample({"X": [None, int(features)]}, {"X": source_sample})
         converter_options = {"zipmap": False} if is_classifier(model) else None
         try:
             with quiet():
@@ -84,7 +98,7 @@ class SklearnConverter:
                 )
         except Exception as exc:  # skl2onnx raises RuntimeError, NameError, TypeError, ...
             raise ConversionError(
-                f"skl2onnx cannot convert this {type(model).__name__}: {first_line(exc)}"
+                f"skl2onnx cannot convert this {type(model).__name__}: {foreign_message(exc)}"
             ) from None
         feeds = _feeds(onnx_model, source_sample, columns)
         outputs = [o.name for o in onnx_model.graph.output]
@@ -132,13 +146,13 @@ def _sample_frame(sample: Any, columns: list[str]) -> Any:
             "(a CSV with a header row)"
         )
     if not isinstance(sample, Table | dict):
-        raise UsageError(
+        raise InputError(
             f"the model takes named columns ({', '.join(columns)}); the sample has none"
         )
     data = sample.columns if isinstance(sample, Table) else sample
     missing = [c for c in columns if c not in data]
     if missing:
-        raise UsageError(f"the sample has no column {', '.join(map(repr, missing))}")
+        raise InputError(f"the sample has no column {', '.join(map(repr, missing))}")
     return pandas.DataFrame({c: _flat(data[c]) for c in columns})
 
 
@@ -163,7 +177,7 @@ def _sample_matrix(model: Any, sample: Any) -> Any:
         return sample.matrix()
     if isinstance(sample, dict):
         if len(sample) != 1:
-            raise UsageError("this scikit-learn model takes one matrix; give one array as sample")
+            raise InputError("this scikit-learn model takes one matrix; give one array as sample")
         sample = next(iter(sample.values()))
     array = np.asarray(sample)
     return array.reshape(1, -1) if array.ndim == 1 else array

@@ -10,19 +10,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mserve.errors import ConversionError, UsageError
-from mserve.inputs import bind
+from mserve.errors import ConversionError, UsageError, foreign_message
+from mserve.inputs import bind, check_sample
 from mserve.runtime import max_opset
 
-from .registry import Conversion, first_line, package_version, quiet, require
+from .registry import Conversion, native_stderr_muted, package_version, quiet, require
 
 DEFAULT_SIGNATURE = "serving_default"
 TF2ONNX_OPSET = 18  # the newest opset tf2onnx 1.17 writes
@@ -54,7 +56,9 @@ class TensorFlowConverter:
             with quiet():
                 return keras.saving.load_model(str(path), compile=False, safe_mode=True), []
         except Exception as exc:  # bad archive, unknown custom layer, unsafe lambda
-            raise UsageError(f"cannot load {path.name} with Keras: {first_line(exc)}") from None
+            raise UsageError(
+                f"cannot load {path.name} with Keras: {foreign_message(exc)}"
+            ) from None
 
     def convert(self, model: Any, sample: Any, options: Mapping[str, Any]) -> Conversion:
         tf = _tensorflow()
@@ -94,10 +98,16 @@ class TensorFlowConverter:
 
 
 def _tensorflow() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-    tf = require("tensorflow", "tensorflow")
+    """TensorFlow and tf2onnx, imported without their log lines (TensorFlow's native libraries
+    each print absl's oneDNN notice: twice per import). A user who sets TF_CPP_MIN_LOG_LEVEL
+    sees everything TensorFlow logs at that level."""
+    chosen = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ logging from now on
+    mute = not chosen and "tensorflow" not in sys.modules
+    with native_stderr_muted() if mute else contextlib.nullcontext():
+        tf = require("tensorflow", "tensorflow")
+        require("tf2onnx", "tensorflow", minimum="1.16")
     tf.get_logger().setLevel("ERROR")  # deprecation notices from tf2onnx's graph freezing
-    require("tf2onnx", "tensorflow", minimum="1.16")
     return tf
 
 
@@ -119,10 +129,13 @@ def _feeds(specs: Mapping[str, Any], sample: Any) -> dict[str, Any]:
 
     names = list(specs)
     bound = bind(names, sample)
-    missing = [n for n in names if n not in bound]
-    if missing:
-        raise UsageError(f"the sample has no input {', '.join(map(repr, missing))}")
+    check_sample({n: _dims(specs[n].shape) for n in names}, bound)
     return {n: np.asarray(bound[n], dtype=specs[n].dtype.as_numpy_dtype) for n in names}
+
+
+def _dims(shape: Any) -> list[int | None] | None:
+    """A TensorShape as a list (None: unknown rank)."""
+    return None if shape.rank is None else list(shape.as_list())
 
 
 def _run(function: Any, model: Any, feeds: dict[str, Any], tf: Any) -> dict[str, Any]:
@@ -160,7 +173,9 @@ def _convert(saved: Path, signature: str) -> Any:
             tensors_to_rename=renames,
         )
     except Exception as exc:  # unsupported ops name themselves in tf2onnx's message
-        raise ConversionError(f"tf2onnx cannot convert this model: {first_line(exc)}") from None
+        raise ConversionError(
+            f"tf2onnx cannot convert this model: {foreign_message(exc)}"
+        ) from None
     return onnx_model
 
 

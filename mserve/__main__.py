@@ -1,19 +1,23 @@
 """``python -m mserve`` and the ``mserve`` script.
 
-The command line is imported inside ``run``, so Ctrl-C while Python is still loading it (typer
-and the commands take ~0.2 s) ends like a Ctrl-C during a command: one line and exit 130.
+The signal handlers come first (mserve.cli.signals) and the command line is imported inside
+``run``, so Ctrl-C while Python is still loading it (typer and the commands take ~0.2 s) ends like
+a Ctrl-C during a command: one line and exit 130.
 """
 
 import sys
 
 
 def run() -> None:
-    try:
-        from mserve.cli.app import main
+    from mserve.cli.signals import handled_signals
 
-        main()
+    try:
+        with handled_signals():
+            from mserve.cli.app import app
+
+            app()
     except KeyboardInterrupt:
-        sys.stderr.write("mserve: error: aborted\n")
+        sys.stderr.write("mserve: error: interrupted\n")
         sys.exit(130)
 
 

@@ -25,10 +25,39 @@
         └── TimedOut             HTTP 504           the request waited longer than its timeout
 
 The core raises these; only the edges (the CLI, the HTTP layer) turn them into an exit code or a
-response. Messages are one line, and never carry a traceback.
+response. Messages are one line, and never carry a traceback; a library's exception becomes one
+through ``foreign_message``.
+
+One rule per kind of failure, the same for every framework and every command:
+
+    failure                                                      class                 exit
+    a bad option or argument; --repo that is a file; --atol or   UsageError            2
+      --rtol for an output the model lacks; a port out of range
+    no such model, version or label (locally or on a server)     NotFoundError         2
+    a source file that cannot be read as what it claims to be    UsageError            2
+      (a damaged pickle, a .pt2 that is no torch.export file)
+    loading the source would run its code (no --trust-source)    UntrustedSourceError  2
+    an input or a sample that does not fit the model: a width    InputError            1
+      ("the sample has 3 columns; the model takes 4"), a
+      dtype, a missing or unknown input, NaN or Infinity in
+      JSON (the server refuses them too); a torch module that
+      fails on its sample
+    the converter cannot convert the model                       ConversionError       1
+    ONNX disagrees with the source model                         ParityError           1
+    a published version is not sound or not compatible          ValidationError       1
+    a lifecycle change the model's state forbids                 Conflict              1
+    a benchmark gate or a failed request                         (the report)          1
+    a framework not installed                                    MissingExtraError     3
+    the repository unreadable or corrupt                         RepositoryError       3
+    the machine: a port in use, a server unreachable             EnvironmentProblem    3
+    what a model server answers besides the above                ServingError          3
+    Ctrl-C                                                       ("interrupted")       130
+    anything else is a bug in mserve: "internal error"           (any other)           3
 """
 
 from __future__ import annotations
+
+import re
 
 
 class MserveError(Exception):
@@ -138,3 +167,29 @@ class Overloaded(ServingError):
 
 class TimedOut(ServingError):
     http_status = 504
+
+
+# -- messages of exceptions raised by other libraries ---------------------------------------
+
+FOREIGN_MESSAGE_LIMIT = 300
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_LOAD_PREFIX = re.compile(r"^Load model from .*? failed:")
+# "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) message": keep the message.
+_SOURCE_LOCATION = re.compile(r"/\S*onnxruntime_src/\S+:\d+ .*?\) (?=\S)")
+# An absolute path of two or more parts (not a URL, not a fraction): only its last part stays.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])(?:/[^\s/:'\"()\[\],;]+)+/([^\s/:'\"()\[\],;]+)")
+
+
+def foreign_message(exc: BaseException) -> str:
+    """A library's exception as one line fit for a user or a client.
+
+    Its first non-empty line, without terminal colours, onnxruntime's prefixes and C++ source
+    locations, with absolute paths cut to their file name, at most 300 characters; the
+    exception's class name when it says nothing.
+    """
+    text = _ANSI.sub("", str(exc))
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = _SOURCE_LOCATION.sub("", _LOAD_PREFIX.sub("", _ORT_PREFIX.sub("", line)))
+    line = _ABSOLUTE_PATH.sub(r"\1", line).strip()
+    return line[:FOREIGN_MESSAGE_LIMIT] or type(exc).__name__

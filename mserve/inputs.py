@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, foreign_message
+from .signature import TensorSpec, numpy_dtype
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,9 +46,22 @@ def parse_argument(text: str) -> Loaded:
     if text.startswith("@"):
         return load_file(Path(text[1:]))
     try:
-        return _checked_depth(json.loads(text))
+        return _checked_depth(json.loads(text, parse_constant=_refuse_constant("--input")))
     except json.JSONDecodeError as exc:
         raise InputError(f"--input is not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _refuse_constant(where: str) -> Callable[[str], Any]:
+    """JSON has no NaN or infinity: the server refuses them in a JSON body (400), and so do
+    local commands, so an input never works here and fails there. Binary files carry them."""
+
+    def refuse(constant: str) -> Any:
+        raise InputError(
+            f"{where} is not valid JSON ({constant} is no JSON number: JSON has no NaN or "
+            "infinity; give them in a .npy or .npz file)"
+        )
+
+    return refuse
 
 
 def load_file(path: Path) -> Loaded:
@@ -60,7 +74,8 @@ def load_file(path: Path) -> Loaded:
         raise UsageError(f"input file {path} does not exist")
     try:
         if suffix == ".json":
-            return _checked_depth(json.loads(path.read_text(encoding="utf-8")))
+            text = path.read_text(encoding="utf-8")
+            return _checked_depth(json.loads(text, parse_constant=_refuse_constant(path.name)))
         if suffix == ".csv":
             return _read_csv(path)
         if suffix == ".npy":
@@ -68,7 +83,7 @@ def load_file(path: Path) -> Loaded:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except ValueError as exc:  # JSON errors, pickled arrays, bad headers
-        raise InputError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{path.name} cannot be read: {foreign_message(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path.name} cannot be read ({exc.__class__.__name__})") from None
 
@@ -109,21 +124,63 @@ def _read_csv(path: Path) -> Table:
 
 
 def bind(names: Sequence[str], data: Loaded) -> dict[str, Any]:
-    """Match loaded data to a model's inputs by name, or to its single input."""
+    """Match loaded data to a model's inputs: by name (an object, a CSV's columns), or the data
+    itself for a model with one input. Every input must be there, and nothing else."""
     if isinstance(data, Table):
         if set(data.columns) == set(names):  # one input per column, each [N, 1]
             return {name: data.columns[name].reshape(-1, 1) for name in names}
         if len(names) == 1:
             return {names[0]: data.matrix()}
         raise InputError(f"the CSV columns must be the model's inputs: {', '.join(names)}")
-    if isinstance(data, Mapping):
-        return dict(data)
-    if len(names) != 1:
+    if not isinstance(data, Mapping):
+        if len(names) != 1:
+            raise InputError(
+                f"the model takes {len(names)} inputs ({', '.join(names)}); "
+                "give an object keyed by input name"
+            )
+        return {names[0]: data}
+    unknown = [name for name in data if name not in names]
+    if unknown:
         raise InputError(
-            f"the model takes {len(names)} inputs ({', '.join(names)}); "
-            "give an object keyed by input name"
+            f"unknown input {', '.join(map(repr, unknown))}; "
+            f"the model takes {', '.join(map(repr, names))}"
         )
-    return {names[0]: data}
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise InputError(f"missing input {', '.join(map(repr, missing))}")
+    return dict(data)
+
+
+def to_feeds(specs: Sequence[TensorSpec], data: Loaded) -> dict[str, np.ndarray[Any, Any]]:
+    """Data bound to a signature: each input matched (``bind``) and coerced to its spec's dtype
+    and shape (``coerce_tensor``). The one way data becomes a model's inputs, local or served."""
+    bound = bind([spec.name for spec in specs], data)
+    return {spec.name: coerce_tensor(spec, bound[spec.name]) for spec in specs}
+
+
+def check_sample(shapes: Mapping[str, Sequence[object] | None], sample: Mapping[str, Any]) -> None:
+    """A sample against the input shapes a model declares, in one wording for every framework.
+
+    A dimension that is an int is fixed, anything else (None, a name, a symbol) is variable; the
+    first axis is the batch, and a sample may leave it out (one row). A misfit is an InputError.
+    """
+    import numpy as np
+
+    several = len(shapes) > 1
+    for name, declared in shapes.items():
+        if declared is None or name not in sample:
+            continue
+        want, got = list(declared), list(np.shape(sample[name]))
+        rows = got[1:] if len(got) == len(want) else got if len(got) == len(want) - 1 else None
+        if rows is not None and all(
+            not isinstance(w, int) or w == g for w, g in zip(want[1:], rows, strict=True)
+        ):
+            continue
+        subject = f"the sample's input {name!r}" if several else "the sample"
+        if len(want) == 2 and rows is not None and len(rows) == 1:
+            raise InputError(f"{subject} has {rows[0]} columns; the model takes {want[1]}")
+        text = ", ".join(str(w) if isinstance(w, int) else "?" for w in want)
+        raise InputError(f"{subject} has shape {got}; the model takes [{text}]")
 
 
 def as_arrays(data: Loaded) -> Table | dict[str, np.ndarray[Any, Any]] | np.ndarray[Any, Any]:
@@ -160,3 +217,89 @@ def _array(value: Any) -> np.ndarray[Any, Any]:
 def _column(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     # pandas keeps strings as objects; numbers keep their dtype (it becomes the input type).
     return values.astype(str) if values.dtype == object else values
+
+
+# -- coercion to a tensor spec -----------------------------------------------------------
+
+
+def coerce_tensor(spec: TensorSpec, value: Any, *, strict: bool = False) -> np.ndarray[Any, Any]:
+    """``value`` as an array of the spec's dtype and shape, or a one-line InputError (STRICT:
+    see ``fit_shape``)."""
+    import numpy as np
+
+    where = f"input {spec.name!r}"
+    if not spec.is_tensor:
+        raise InputError(f"{where} has type {spec.dtype}, which mserve cannot feed")
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise InputError(f"{where} is not a rectangular array") from None
+    if (
+        array.dtype == object
+        and array.size
+        and not all(isinstance(v, str | bytes) for v in array.flat)
+    ):
+        raise InputError(f"{where} is not a rectangular array of one type")
+    array = _cast(array, spec, where)
+    return fit_shape(spec, array, where, strict=strict)
+
+
+def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
+    import numpy as np
+
+    target = numpy_dtype(spec.dtype)
+    kind = array.dtype.kind
+    if spec.dtype == "string":
+        if array.size and kind not in "USO":
+            raise InputError(f"{where} expects strings, got {array.dtype.name} values")
+        return (
+            np.vectorize(_as_text, otypes=[object])(array) if array.size else array.astype(object)
+        )
+    if kind in "USO":
+        raise InputError(f"{where} expects {spec.dtype} values, got strings")
+    if (target.kind in "iub" and kind == "f") and (
+        not np.all(np.isfinite(array)) or np.any(array != np.round(array))
+    ):
+        raise InputError(f"{where} expects {spec.dtype} values, got fractional numbers")
+    if target.kind == "b" and kind in "iuf" and np.any((array != 0) & (array != 1)):
+        raise InputError(f"{where} expects booleans (true/false or 0/1)")
+    if target.kind in "iu" and array.size and kind in "iuf":
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise InputError(f"{where}: a value is out of range for {spec.dtype}")
+    return array.astype(target, copy=False)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def fit_shape(
+    spec: TensorSpec, array: np.ndarray[Any, Any], where: str, *, strict: bool = False
+) -> np.ndarray[Any, Any]:
+    """``array`` (already of the right dtype) checked against the spec's rank and fixed dims.
+    Unless STRICT (a wire request, which declares its shape), one row without its batch axis
+    gets the axis, as a user giving one example means."""
+    if spec.shape is None:
+        return array
+    rank = len(spec.shape)
+    batch_axis = spec.shape[0] if rank else 0
+    if (
+        not strict
+        and array.ndim == rank - 1
+        and (batch_axis == 1 or not isinstance(batch_axis, int))
+    ):
+        array = array.reshape((1, *array.shape))
+    if array.ndim != rank:
+        raise InputError(
+            f"{where} expects rank {rank} {spec.shape_text()}, got shape {list(array.shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
+        if isinstance(want, int) and want != got:
+            raise InputError(
+                f"{where} expects {spec.shape_text()}, got {list(array.shape)} "
+                f"(dimension {axis} must be {want})"
+            )
+    return array

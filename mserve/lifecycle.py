@@ -23,7 +23,7 @@ from .errors import Conflict, NotFoundError, UsageError, ValidationError
 from .manifest import ci_provenance
 from .reference import check_label
 from .repository import ModelState, Repository
-from .signature import compare
+from .signature import compare_signatures
 
 STABLE = "stable"
 MAX_ACTOR_LENGTH = 200
@@ -31,7 +31,7 @@ Prepare = Callable[[str, int], object]
 
 
 @dataclass(frozen=True)
-class Change:
+class LabelChange:
     """One lifecycle operation's outcome; ``changed`` is False when it was already so."""
 
     model: str
@@ -58,7 +58,7 @@ class Change:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Change:
+    def from_dict(cls, data: dict[str, Any]) -> LabelChange:
         renamed = {"from": "from_version", "to": "to_version"}
         return cls(**{renamed.get(k, k): v for k, v in data.items()})
 
@@ -72,6 +72,10 @@ class Change:
             done = "retired" if self.changed else "was already retired"
             return f"{self.model}:{self.version} {done}"
         return f"{self.operation} {self.model}" + ("" if self.changed else " (already)")
+
+
+# The old name, until mserve/server/admin.py imports LabelChange (the server is changed apart).
+Change = LabelChange
 
 
 def default_actor(environ: dict[str, str] | None = None) -> str:
@@ -133,7 +137,7 @@ class Lifecycle:
         label: str = STABLE,
         actor: str,
         allow_breaking: bool = False,
-    ) -> Change:
+    ) -> LabelChange:
         """Move ``label`` to ``version``, if it validates and clients of the label's current
         version can call it (``allow_breaking`` skips the second gate)."""
         check_label(label)
@@ -141,7 +145,7 @@ class Lifecycle:
         if self.repository.state(model).labels.get(label) != version:
             self._require_valid(model, version)  # slow: outside the lock
 
-        def apply(state: ModelState) -> Change:
+        def apply(state: ModelState) -> LabelChange:
             current = state.labels.get(label)
             if current == version:
                 return self._change(
@@ -161,12 +165,12 @@ class Lifecycle:
 
         return self._transaction(model, apply)
 
-    def rollback(self, model: str, *, label: str = STABLE, actor: str) -> Change:
+    def rollback(self, model: str, *, label: str = STABLE, actor: str) -> LabelChange:
         """Move ``label`` back to the version it named before (its history is a stack)."""
         check_label(label)
         self._require_model(model)
 
-        def apply(state: ModelState) -> Change:
+        def apply(state: ModelState) -> LabelChange:
             current = state.labels.get(label)
             if current is None:
                 raise NotFoundError(f"model '{model}' has no label '{label}'")
@@ -181,11 +185,11 @@ class Lifecycle:
 
         return self._transaction(model, apply)
 
-    def retire(self, model: str, version: int, *, actor: str) -> Change:
+    def retire(self, model: str, version: int, *, actor: str) -> LabelChange:
         """Stop serving ``version`` for good; refused while a label names it."""
         versions = self._require_version(model, version)
 
-        def apply(state: ModelState) -> Change:
+        def apply(state: ModelState) -> LabelChange:
             if version in state.retired:
                 return self._change(model, "retire", False, version=version, actor=actor)
             holders = sorted(name for name, held in state.labels.items() if held == version)
@@ -201,12 +205,12 @@ class Lifecycle:
 
         return self._transaction(model, apply)
 
-    def set_serving(self, model: str, serving: bool, *, actor: str) -> Change:
+    def set_serving(self, model: str, serving: bool, *, actor: str) -> LabelChange:
         """Take a whole model out of service (``unload``) or back in (``load``)."""
         self._require_model(model)
         operation = "load" if serving else "unload"
 
-        def apply(state: ModelState) -> Change:
+        def apply(state: ModelState) -> LabelChange:
             changed = state.unloaded == serving
             state.unloaded = not serving
             return self._change(model, operation, changed, actor=actor)
@@ -217,7 +221,7 @@ class Lifecycle:
 
     def _move(  # noqa: PLR0917 (one call shape, two callers)
         self, state: ModelState, model: str, operation: str, label: str, target: int, actor: str
-    ) -> Change:
+    ) -> LabelChange:
         """Move ``label`` to ``target`` once this process can serve it (``prepare``)."""
         if state.unloaded:
             raise Conflict(f"model '{model}' is unloaded; load it before moving its labels")
@@ -234,8 +238,8 @@ class Lifecycle:
             actor=actor,
         )
 
-    def _transaction(self, model: str, apply: Callable[[ModelState], Change]) -> Change:
-        changes: list[Change] = []
+    def _transaction(self, model: str, apply: Callable[[ModelState], LabelChange]) -> LabelChange:
+        changes: list[LabelChange] = []
 
         def update(state: ModelState) -> None:
             change = apply(state)
@@ -260,9 +264,9 @@ class Lifecycle:
         to_version: int | None = None,
         version: int | None = None,
         actor: str = "",
-    ) -> Change:
+    ) -> LabelChange:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return Change(
+        return LabelChange(
             model,
             operation,
             changed,
@@ -298,7 +302,7 @@ class Lifecycle:
 
     def _require_compatible(self, model: str, current: int, version: int, label: str) -> None:
         old = self.repository.manifest(model, current).signature
-        report = compare(old, self.repository.manifest(model, version).signature)
+        report = compare_signatures(old, self.repository.manifest(model, version).signature)
         if not report.compatible:
             first = report.breaking[0]
             raise Conflict(

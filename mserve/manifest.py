@@ -1,4 +1,13 @@
-"""The per-version manifest: what a version is, where it came from, and how it was checked."""
+"""The per-version manifest: what a version is, where it came from, and how it was checked.
+
+This module owns the layout of a version directory; every other module names its files through
+the constants below (``Repository.version_file`` joins them, confined to the version)::
+
+    <repo>/<model>/<version>/model.onnx            MODEL_FILE (and model.onnx.data, if large)
+    <repo>/<model>/<version>/manifest.json         MANIFEST_FILE
+    <repo>/<model>/<version>/samples/inputs.npz    SAMPLE_INPUTS: the export's sample
+    <repo>/<model>/<version>/samples/outputs.npz   SAMPLE_OUTPUTS: the ONNX model's answers
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,9 @@ from .signature import Signature
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+SAMPLES_DIR = "samples"
+SAMPLE_INPUTS = f"{SAMPLES_DIR}/inputs.npz"
+SAMPLE_OUTPUTS = f"{SAMPLES_DIR}/outputs.npz"
 FORMAT_VERSION = 1
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +30,16 @@ class Tolerance:
             float(parity.get("rtol", DEFAULT_RTOL)),
             {name: (o.get("atol"), o.get("rtol")) for name, o in outputs.items()},
         )
+
+    def check_outputs(self, outputs: Sequence[str]) -> None:
+        """Refuse a tolerance for an output the model does not have (a typo would go unused)."""
+        for name, (atol, _) in sorted(self.per_output.items()):
+            if name not in outputs:
+                option = "--atol" if atol is not None else "--rtol"
+                raise UsageError(
+                    f"{option} names output {name!r}, which the model does not have; "
+                    f"its outputs: {', '.join(outputs)}"
+                )
 
     def for_output(self, name: str) -> tuple[float, float]:
         atol, rtol = self.per_output.get(name, (None, None))
@@ -85,7 +98,7 @@ class ParityReport:
         }
 
 
-def compare(
+def compare_outputs(
     expected: dict[str, Any], actual: dict[str, Any], tolerance: Tolerance, rows: int
 ) -> ParityReport:
     """Compare every expected output with the actual one of the same name."""
@@ -131,8 +144,13 @@ def _compare_one(name: str, want: Any, got: Any, atol: float, rtol: float) -> Ou
         # The largest failing difference (NaN against a number counts as largest), else the largest.
         pool = np.where(~close, diff, -1.0) if not close.all() else np.nan_to_num(diff, nan=-1.0)
         index = np.unravel_index(int(np.argmax(pool)), diff.shape)
-        want, got = expected64[index], actual64[index]
-        worst = f"at {list(map(int, index))}: expected {want:.6g}, got {got:.6g}"
+        allowed = atol + rtol * abs(expected64[index])
+        worst = (
+            f"at {list(map(int, index))}: expected {_shortest(expected[index])}, "
+            f"got {_shortest(actual[index])}"
+        )
+        if np.isfinite(diff[index]) and np.isfinite(allowed):
+            worst += f" (abs diff {diff[index]:.3g}, rel {rel[index]:.3g}; allowed {allowed:.3g})"
     return OutputParity(
         name,
         bool(close.all()),
@@ -144,6 +162,19 @@ def _compare_one(name: str, want: Any, got: Any, atol: float, rtol: float) -> Ou
         max_rel,
         worst,
     )
+
+
+def _shortest(value: Any) -> str:
+    """The fewest digits that tell this value apart from every other of its dtype: two
+    different numbers never print alike (``.6g`` showed -18.4865 for both of two)."""
+    import numpy as np
+
+    if not isinstance(value, np.floating):
+        return repr(value.item() if hasattr(value, "item") else value)
+    magnitude = abs(float(value))
+    if magnitude == 0 or 1e-4 <= magnitude < 1e16 or not np.isfinite(value):
+        return np.format_float_positional(value, unique=True, trim="-")
+    return np.format_float_scientific(value, unique=True, trim="-")
 
 
 def _compare_exact(

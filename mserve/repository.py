@@ -94,8 +94,14 @@ class Repository:
     # -- reading ---------------------------------------------------------------------------
 
     def _require_root(self) -> None:
+        self._require_writable_root()
         if not self.root.is_dir():
             raise NotFoundError(f"model repository {self.root} does not exist")
+
+    def _require_writable_root(self) -> None:
+        """A repository is created on first write, but not over a file."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"model repository {self.root} is not a directory")
 
     def models(self) -> list[str]:
         self._require_root()
@@ -125,6 +131,17 @@ class Repository:
             return ModelState()
         except (OSError, ValueError, TypeError, AttributeError, UsageError) as exc:
             raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
+
+    def stored_arrays(self, model: str, version: int, relative: str) -> dict[str, Any] | None:
+        """The arrays of a version's ``.npz`` file (SAMPLE_INPUTS, SAMPLE_OUTPUTS), never
+        unpickled; None if the version has none."""
+        import numpy as np
+
+        path = self.version_file(model, version, relative)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
 
     def manifest(self, model: str, version: int) -> Manifest:
         return Manifest.read(self.version_dir(model, version))
@@ -160,6 +177,7 @@ class Repository:
         """Hold the model's write lock; yields the model directory (created if new)."""
         from filelock import FileLock, Timeout  # imported here: most commands never write
 
+        self._require_writable_root()
         directory = self.model_dir(model)
         directory.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self._confined(directory / LOCK_FILE)), timeout=LOCK_TIMEOUT_S)
@@ -191,6 +209,7 @@ class Repository:
         The version becomes visible by one rename, so a reader never sees half of it; if
         anything fails, or the process is stopped, no version appears.
         """
+        self._require_writable_root()
         directory = self.model_dir(model)
         directory.mkdir(parents=True, exist_ok=True)
         staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"

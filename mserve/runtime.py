@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, MserveError, ValidationError
-from .signature import Signature, TensorSpec, numpy_dtype
+from .errors import InputError, MserveError, ValidationError, foreign_message
+from .inputs import coerce_tensor, fit_shape, to_feeds
+from .signature import Signature
+
+# coerce_tensor and fit_shape live in mserve.inputs; the server still imports them from here.
+__all__ = ["Arrays", "ModelRunner", "coerce_tensor", "create_session", "fit_shape", "max_opset"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,7 +35,9 @@ def create_session(
             source, sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises bare RuntimeError subclasses for bad models
-        raise ValidationError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+        raise ValidationError(
+            f"onnxruntime cannot load the model: {foreign_message(exc)}"
+        ) from None
 
 
 @cache
@@ -95,20 +99,11 @@ class ModelRunner:
         runner.class_labels = _class_labels(graph)
         return runner
 
-    def coerce(self, inputs: Mapping[str, Any]) -> Arrays:
-        expected = [t.name for t in self.signature.inputs]
-        unknown = [name for name in inputs if name not in expected]
-        if unknown:
-            raise InputError(
-                f"unknown input {', '.join(map(repr, unknown))}; "
-                f"the model takes {', '.join(map(repr, expected))}"
-            )
-        missing = [name for name in expected if name not in inputs]
-        if missing:
-            raise InputError(f"missing input {', '.join(map(repr, missing))}")
-        return {spec.name: coerce_tensor(spec, inputs[spec.name]) for spec in self.signature.inputs}
+    def coerce(self, inputs: Any) -> Arrays:
+        """``inputs`` (by input name, or one array for a single-input model) as checked feeds."""
+        return to_feeds(self.signature.inputs, inputs)
 
-    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def run(self, inputs: Any) -> dict[str, Any]:
         feeds = self.coerce(inputs)
         return dict(zip(self.output_names, self.run_arrays(feeds), strict=True))
 
@@ -118,9 +113,9 @@ class ModelRunner:
         except _request_errors() as exc:
             # The inputs already fit the signature, so what fails now is their content or how
             # they fit together (e.g. two inputs with different batch sizes): the request's fault.
-            raise InputError(f"the model rejected the input: {_first_line(exc)}") from None
+            raise InputError(f"the model rejected the input: {foreign_message(exc)}") from None
         except Exception as exc:  # anything else (out of memory, a provider failure) is ours
-            raise MserveError(f"inference failed: {_first_line(exc)}") from None
+            raise MserveError(f"inference failed: {foreign_message(exc)}") from None
         return outputs
 
 
@@ -142,101 +137,3 @@ def _request_errors() -> tuple[type[Exception], ...]:
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     return (state.InvalidArgument, state.RuntimeException, state.Fail)
-
-
-def coerce_tensor(spec: TensorSpec, value: Any, *, strict: bool = False) -> np.ndarray[Any, Any]:
-    """``value`` as an array of the spec's dtype and shape, or a one-line InputError (STRICT:
-    see ``fit_shape``)."""
-    import numpy as np
-
-    where = f"input {spec.name!r}"
-    if not spec.is_tensor:
-        raise InputError(f"{where} has type {spec.dtype}, which mserve cannot feed")
-    try:
-        array = np.asarray(value)
-    except ValueError:
-        raise InputError(f"{where} is not a rectangular array") from None
-    if (
-        array.dtype == object
-        and array.size
-        and not all(isinstance(v, str | bytes) for v in array.flat)
-    ):
-        raise InputError(f"{where} is not a rectangular array of one type")
-    array = _cast(array, spec, where)
-    return fit_shape(spec, array, where, strict=strict)
-
-
-def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
-    import numpy as np
-
-    target = numpy_dtype(spec.dtype)
-    kind = array.dtype.kind
-    if spec.dtype == "string":
-        if array.size and kind not in "USO":
-            raise InputError(f"{where} expects strings, got {array.dtype.name} values")
-        return (
-            np.vectorize(_as_text, otypes=[object])(array) if array.size else array.astype(object)
-        )
-    if kind in "USO":
-        raise InputError(f"{where} expects {spec.dtype} values, got strings")
-    if (target.kind in "iub" and kind == "f") and (
-        not np.all(np.isfinite(array)) or np.any(array != np.round(array))
-    ):
-        raise InputError(f"{where} expects {spec.dtype} values, got fractional numbers")
-    if target.kind == "b" and kind in "iuf" and np.any((array != 0) & (array != 1)):
-        raise InputError(f"{where} expects booleans (true/false or 0/1)")
-    if target.kind in "iu" and array.size and kind in "iuf":
-        info = np.iinfo(target)
-        if array.min() < info.min or array.max() > info.max:
-            raise InputError(f"{where}: a value is out of range for {spec.dtype}")
-    return array.astype(target, copy=False)
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def fit_shape(
-    spec: TensorSpec, array: np.ndarray[Any, Any], where: str, *, strict: bool = False
-) -> np.ndarray[Any, Any]:
-    """``array`` (already of the right dtype) checked against the spec's rank and fixed dims.
-    Unless STRICT (a wire request, which declares its shape), one row without its batch axis
-    gets the axis, as a user giving one example means."""
-    if spec.shape is None:
-        return array
-    rank = len(spec.shape)
-    batch_axis = spec.shape[0] if rank else 0
-    if (
-        not strict
-        and array.ndim == rank - 1
-        and (batch_axis == 1 or not isinstance(batch_axis, int))
-    ):
-        array = array.reshape((1, *array.shape))
-    if array.ndim != rank:
-        raise InputError(
-            f"{where} expects rank {rank} {spec.shape_text()}, got shape {list(array.shape)}"
-        )
-    for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
-        if isinstance(want, int) and want != got:
-            raise InputError(
-                f"{where} expects {spec.shape_text()}, got {list(array.shape)} "
-                f"(dimension {axis} must be {want})"
-            )
-    return array
-
-
-_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
-_LOAD_PREFIX = re.compile(r"^Load model from .*? failed:")
-# "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) message": keep the message.
-_SOURCE_LOCATION = re.compile(r"/\S*onnxruntime_src/\S+:\d+ .*?\) (?=\S)")
-
-
-def _first_line(exc: BaseException) -> str:
-    """onnxruntime's message, without the file path or C++ source location (never for clients)."""
-    lines = str(exc).strip().splitlines()
-    if not lines:
-        return exc.__class__.__name__
-    text = _SOURCE_LOCATION.sub("", _LOAD_PREFIX.sub("", _ORT_PREFIX.sub("", lines[0])))
-    return text.strip()[:300]

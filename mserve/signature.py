@@ -132,7 +132,7 @@ def _describe_type(type_proto: onnx.TypeProto) -> str:
 
 
 @dataclass(frozen=True)
-class Change:
+class SignatureChange:
     breaking: bool
     where: str  # "input x", "output y"
     message: str
@@ -143,10 +143,10 @@ class Change:
 
 @dataclass
 class CompatibilityReport:
-    changes: list[Change] = field(default_factory=list)
+    changes: list[SignatureChange] = field(default_factory=list)
 
     @property
-    def breaking(self) -> list[Change]:
+    def breaking(self) -> list[SignatureChange]:
         return [c for c in self.changes if c.breaking]
 
     @property
@@ -157,7 +157,7 @@ class CompatibilityReport:
         return {"compatible": self.compatible, "changes": [c.to_dict() for c in self.changes]}
 
 
-def compare(old: Signature, new: Signature) -> CompatibilityReport:
+def compare_signatures(old: Signature, new: Signature) -> CompatibilityReport:
     """What a client written against ``old`` would notice if it were sent to ``new``."""
     report = CompatibilityReport()
     _compare_side(report, "input", old.inputs, new.inputs, added_breaks=True)
@@ -177,37 +177,45 @@ def _compare_side(
     new_by_name = {t.name: t for t in new}
     for name, spec in old_by_name.items():
         if name not in new_by_name:
-            report.changes.append(Change(True, f"{side} {name}", f"{side} removed or renamed"))
+            report.changes.append(
+                SignatureChange(True, f"{side} {name}", f"{side} removed or renamed")
+            )
             continue
         _compare_spec(report, f"{side} {name}", spec, new_by_name[name])
     for name in new_by_name.keys() - old_by_name.keys():
         message = f"new {side}" + (": existing clients do not send it" if added_breaks else "")
-        report.changes.append(Change(added_breaks, f"{side} {name}", message))
+        report.changes.append(SignatureChange(added_breaks, f"{side} {name}", message))
 
 
 def _compare_spec(
     report: CompatibilityReport, where: str, old: TensorSpec, new: TensorSpec
 ) -> None:
     if old.dtype != new.dtype:
-        report.changes.append(Change(True, where, f"dtype {old.dtype} -> {new.dtype}"))
+        report.changes.append(SignatureChange(True, where, f"dtype {old.dtype} -> {new.dtype}"))
     if old.shape is None or new.shape is None:
         if old.shape is not None:
-            report.changes.append(Change(False, where, "shape no longer declared"))
+            report.changes.append(SignatureChange(False, where, "shape no longer declared"))
         elif new.shape is not None:
-            report.changes.append(Change(True, where, f"shape now fixed to {new.shape_text()}"))
+            report.changes.append(
+                SignatureChange(True, where, f"shape now fixed to {new.shape_text()}")
+            )
         return
     if len(old.shape) != len(new.shape):
-        report.changes.append(Change(True, where, f"rank {len(old.shape)} -> {len(new.shape)}"))
+        report.changes.append(
+            SignatureChange(True, where, f"rank {len(old.shape)} -> {len(new.shape)}")
+        )
         return
     for axis, (before, after) in enumerate(zip(old.shape, new.shape, strict=True)):
         before_fixed, after_fixed = isinstance(before, int), isinstance(after, int)
         if before_fixed and after_fixed and before != after:
-            report.changes.append(Change(True, where, f"dimension {axis}: {before} -> {after}"))
+            report.changes.append(
+                SignatureChange(True, where, f"dimension {axis}: {before} -> {after}")
+            )
         elif not before_fixed and after_fixed:
             report.changes.append(
-                Change(True, where, f"dimension {axis}: variable -> fixed {after}")
+                SignatureChange(True, where, f"dimension {axis}: variable -> fixed {after}")
             )
         elif before_fixed and not after_fixed:
             report.changes.append(
-                Change(False, where, f"dimension {axis}: fixed {before} -> variable")
+                SignatureChange(False, where, f"dimension {axis}: fixed {before} -> variable")
             )

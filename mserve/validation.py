@@ -7,20 +7,23 @@ from pathlib import Path
 from typing import Any
 
 from . import onnx_files
-from .errors import MserveError
-from .manifest import MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
-from .parity import Tolerance, compare
+from .errors import MserveError, foreign_message
+from .manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SAMPLE_INPUTS,
+    SAMPLE_OUTPUTS,
+    Manifest,
+    sha256_file,
+)
+from .parity import Tolerance, compare_outputs
 from .repository import Repository
 from .runtime import ModelRunner, create_session
-from .signature import CompatibilityReport, Signature
-from .signature import compare as compare_signatures
-
-SAMPLE_INPUTS = "samples/inputs.npz"
-SAMPLE_OUTPUTS = "samples/outputs.npz"
+from .signature import CompatibilityReport, Signature, compare_signatures
 
 
 @dataclass
-class Check:
+class ValidationCheck:
     name: str
     passed: bool
     detail: str = ""
@@ -33,7 +36,7 @@ class Check:
 class ValidationReport:
     model: str
     version: int
-    checks: list[Check] = field(default_factory=list)
+    checks: list[ValidationCheck] = field(default_factory=list)
     against: str | None = None
     compatibility: CompatibilityReport | None = None
 
@@ -66,14 +69,13 @@ class _Checks:
         try:
             result = check()
         except MserveError as exc:
-            self.report.checks.append(Check(name, False, exc.message))
+            self.report.checks.append(ValidationCheck(name, False, exc.message))
             return None
         except Exception as exc:  # onnx and onnxruntime raise many unrelated exception types
-            first = str(exc).strip().splitlines()
-            self.report.checks.append(Check(name, False, first[0][:300] if first else repr(exc)))
+            self.report.checks.append(ValidationCheck(name, False, foreign_message(exc)))
             return None
         detail = result if isinstance(result, str) else ""
-        self.report.checks.append(Check(name, True, detail))
+        self.report.checks.append(ValidationCheck(name, True, detail))
         return result if result is not None else True
 
 
@@ -96,7 +98,7 @@ def validate(
         signature = Signature.from_onnx(loaded)
         if manifest is not None:
             checks.run("signature", lambda: _check_signature(signature, manifest.signature))
-            if session is not None and (directory / SAMPLE_INPUTS).is_file():
+            if session is not None and repo.version_file(model, version, SAMPLE_INPUTS).is_file():
                 runner = ModelRunner(session, signature)
                 checks.run(
                     "samples", lambda: _check_samples(repo, model, version, runner, manifest)
@@ -163,15 +165,13 @@ def _check_signature(actual: Signature, recorded: Signature) -> None:
 def _check_samples(
     repo: Repository, model: str, version: int, runner: ModelRunner, manifest: Manifest
 ) -> str:
-    import numpy as np
-
-    with np.load(repo.version_file(model, version, SAMPLE_INPUTS), allow_pickle=False) as f:
-        inputs = {k: f[k] for k in f.files}
-    with np.load(repo.version_file(model, version, SAMPLE_OUTPUTS), allow_pickle=False) as f:
-        expected = {k: f[k] for k in f.files}
+    inputs = repo.stored_arrays(model, version, SAMPLE_INPUTS) or {}
+    expected = repo.stored_arrays(model, version, SAMPLE_OUTPUTS)
+    if expected is None:
+        raise MserveError(f"{SAMPLE_OUTPUTS} is missing")
     tolerance = Tolerance.from_parity(manifest.parity)
     rows = len(next(iter(inputs.values()))) if inputs else 0
-    result = compare(expected, runner.run(inputs), tolerance, rows)
+    result = compare_outputs(expected, runner.run(inputs), tolerance, rows)
     if not result.passed:
         raise MserveError(f"stored samples: {result.summary()}")
     return result.summary()

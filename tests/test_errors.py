@@ -42,3 +42,23 @@ def test_the_docstring_draws_every_error_class() -> None:
     ]
     for name in classes:
         assert name in (errors.__doc__ or ""), name
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/x/model.onnx failed:"
+            "/onnxruntime_src/onnxruntime/core/graph/model.cc:180 onnxruntime::Model::Model("
+            "ModelProto&&, const PathString&) Unsupported model IR version: 99",
+            "Unsupported model IR version: 99",
+        ),
+        ("\n\n  \x1b[31mbad\x1b[0m value\nsecond line", "bad value"),
+        ("cannot open /home/someone/models/iris.joblib: denied", "cannot open iris.joblib: denied"),
+        ("see http://example.org/a/b, 1/2 of it", "see http://example.org/a/b, 1/2 of it"),
+        ("x" * 500, "x" * 300),
+        ("", "IndexError"),
+    ],
+)
+def test_foreign_message_is_one_clean_line(message: str, expected: str) -> None:
+    assert errors.foreign_message(IndexError(message)) == expected

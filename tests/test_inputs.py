@@ -8,6 +8,7 @@ import pytest
 
 from mserve import inputs
 from mserve.errors import InputError, UsageError
+from mserve.signature import TensorSpec
 
 ONE_NAMES, TWO_NAMES = ["x"], ["a", "b"]
 
@@ -89,3 +90,19 @@ def test_json_file_and_sample_arrays(tmp_path: Path) -> None:
     path.write_text(json.dumps([[1, 2], [3, 4]]))
     sample = inputs.as_arrays(inputs.load_file(path))
     assert sample.dtype == np.float32 and sample.shape == (2, 2)
+
+
+def test_bind_refuses_unknown_and_missing_inputs_in_the_servers_words() -> None:
+    with pytest.raises(InputError, match="unknown input 'c'; the model takes 'a', 'b'"):
+        inputs.bind(TWO_NAMES, {"a": [[1]], "b": [[2]], "c": [[3]]})
+    with pytest.raises(InputError, match="missing input 'b'"):
+        inputs.bind(TWO_NAMES, {"a": [[1]]})
+
+
+def test_to_feeds_binds_and_coerces_to_the_signature() -> None:
+    specs = [TensorSpec("a", "float32", (None, 2)), TensorSpec("b", "int64", (None, 1))]
+    feeds = inputs.to_feeds(specs, {"a": [1, 2], "b": [[3.0]]})
+    assert feeds["a"].dtype == np.float32 and feeds["a"].shape == (1, 2)
+    assert feeds["b"].dtype == np.int64 and feeds["b"].tolist() == [[3]]
+    with pytest.raises(InputError, match="input 'a' expects"):
+        inputs.to_feeds(specs, {"a": [[1, 2, 3]], "b": [[3]]})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import mserve
-from mserve.errors import ConversionError, UntrustedSourceError, UsageError
+from mserve.errors import ConversionError, InputError, UntrustedSourceError, UsageError
 from mserve.repository import Repository
 
 from .conftest import ROOT, SAMPLES, Cli
@@ -175,7 +175,7 @@ def test_a_state_dict_is_not_a_model(repo: Path) -> None:
 def test_pytorch_models_need_a_sample(repo: Path, towers: TwoTowers) -> None:
     with pytest.raises(UsageError, match="PyTorch models need --sample"):
         mserve.export(towers, name="t", repo=repo)
-    with pytest.raises(UsageError, match="the sample has no input 'bias'"):
+    with pytest.raises(InputError, match="missing input 'bias'"):
         mserve.export(towers, name="t", repo=repo, sample={"features": np.zeros((2, 4))})
     assert not repo.exists()
 

@@ -4,7 +4,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from mserve.signature import Signature, TensorSpec, compare
+from mserve.signature import Signature, TensorSpec, compare_signatures
 
 
 def graph_model(inputs: list, outputs: list, initializers: list | None = None) -> onnx.ModelProto:
@@ -89,7 +89,7 @@ BASE = sig([spec("x")], [spec("y", shape=(None, 3))])
     ],
 )
 def test_compatibility_rules(new: Signature, breaking: bool, message: str | None) -> None:
-    report = compare(BASE, new)
+    report = compare_signatures(BASE, new)
     assert report.compatible is not breaking
     if message is None:
         assert report.changes == []
@@ -98,4 +98,4 @@ def test_compatibility_rules(new: Signature, breaking: bool, message: str | None
 
 
 def test_identical_signatures_are_compatible() -> None:
-    assert compare(BASE, BASE).to_dict() == {"compatible": True, "changes": []}
+    assert compare_signatures(BASE, BASE).to_dict() == {"compatible": True, "changes": []}

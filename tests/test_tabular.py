@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import mserve
-from mserve.errors import UsageError
+from mserve.errors import InputError, UsageError
 
 from .conftest import SAMPLES, Cli
 
@@ -66,11 +66,11 @@ def test_strings_predict_through_the_cli(cli: Cli) -> None:
 def test_named_columns_need_a_named_sample(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="takes named columns .*pass --sample"):
         mserve.export(CHURN, name="c", repo=repo, trust_source=True)
-    with pytest.raises(UsageError, match="the sample has none"):
+    with pytest.raises(InputError, match="the sample has none"):
         mserve.export(CHURN, name="c", repo=repo, trust_source=True, sample=np.zeros((2, 4)))
     partial = tmp_path / "partial.csv"
     partial.write_text("tenure_months,monthly_charge,contract\n3,80,monthly\n")
-    with pytest.raises(UsageError, match="the sample has no column 'region'"):
+    with pytest.raises(InputError, match="the sample has no column 'region'"):
         mserve.export(CHURN, name="c", repo=repo, trust_source=True, sample=partial)
     assert not repo.exists()
 

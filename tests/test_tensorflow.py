@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mserve
-from mserve.errors import UsageError
+from mserve.errors import InputError, UsageError
 
 from .conftest import SAMPLES
 
@@ -64,7 +64,7 @@ def test_tensorflow_needs_a_sample_with_every_input(repo: Path, tmp_path: Path) 
     with pytest.raises(UsageError, match="TensorFlow models need --sample"):
         mserve.export(SAMPLES / "iris_two_inputs.keras", name="k", repo=repo)
     np.savez(tmp_path / "half.npz", measures=np.zeros((2, 4), np.float32))
-    with pytest.raises(UsageError, match="the sample has no input 'ratios'"):
+    with pytest.raises(InputError, match="missing input 'ratios'"):
         mserve.export(
             SAMPLES / "iris_two_inputs.keras", name="k", repo=repo, sample=tmp_path / "half.npz"
         )
