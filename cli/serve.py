@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mserve.errors import EnvironmentProblem, UsageError
+from mserve.errors import UsageError
 
 from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token, repository_option
 
@@ -106,11 +106,6 @@ def serve_command(
             f"--host {host} is reachable from other machines: set {TOKEN_VARIABLE} or "
             "--admin-token-file first (the server refuses to listen there without one)"
         )
-    # Before any model loads: a taken port would otherwise end the server after it had loaded
-    # every model and logged "serving".
-    check_can_listen(host, port, "port")
-    if grpc_port:
-        check_can_listen(host, grpc_port, "gRPC port")
     serve(
         ServerSettings(
             repository=root,
@@ -131,32 +126,6 @@ def serve_command(
             admin_token=token,
         )
     )
-
-
-def check_can_listen(host: str, port: int, what: str) -> None:
-    """Bind ``host:port`` and let go: EnvironmentProblem (exit 3) if the server could not.
-
-    SO_REUSEADDR as uvicorn and gRPC set it, so a port left in TIME_WAIT is no false alarm.
-    """
-    import errno
-    import socket
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise UsageError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise EnvironmentProblem(f"{what} {port} on {host} is in use") from None
-            raise EnvironmentProblem(
-                f"cannot listen on {what} {port} on {host}: {exc.strerror}"
-            ) from None
 
 
 def _loopback(host: str) -> bool:

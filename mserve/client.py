@@ -23,9 +23,8 @@ from .errors import (
     Unauthorized,
     UsageError,
 )
-from .inputs import bind
+from .inputs import to_feeds
 from .reference import Reference
-from .runtime import coerce_tensor
 from .signature import DTYPE_BY_V2, V2_BY_DTYPE, TensorSpec
 
 if TYPE_CHECKING:
@@ -95,24 +94,20 @@ class ServerClient:
 
         version = self.resolve(ref)
         specs = self.signature(ref.model, version)
-        inputs = bind([spec.name for spec in specs], data)
-        known = {spec.name for spec in specs}
-        unknown = [name for name in inputs if name not in known]
-        if unknown:
-            raise InputError(f"unknown input {', '.join(map(repr, unknown))}")
-        tensors = {}
-        for spec in specs:
-            if spec.name not in inputs:
-                raise InputError(f"missing input '{spec.name}'")
-            tensors[spec.name] = (coerce_tensor(spec, inputs[spec.name]), V2_BY_DTYPE[spec.dtype])
-        body, _ = v2.encode_request(tensors, binary=False)
+        feeds = to_feeds(specs, data)
+        tensors = {spec.name: (feeds[spec.name], V2_BY_DTYPE[spec.dtype]) for spec in specs}
+        # Binary tensors: exact values (NaN and infinity included); the reply comes as JSON.
+        body, length = v2.encode_request(tensors, binary=True)
         path = f"/v2/models/{ref.model}" + (f"/versions/{version}" if version is not None else "")
         reply = self._request(
             "POST",
             path + "/infer",
             raw=True,
             content=body,
-            headers={"content-type": "application/json"},
+            headers={
+                "content-type": "application/octet-stream",
+                "inference-header-content-length": str(length),
+            },
         )
         answered, outputs = v2.decode_response(reply, None)
         return int(answered), outputs

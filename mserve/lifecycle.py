@@ -74,10 +74,6 @@ class LabelChange:
         return f"{self.operation} {self.model}" + ("" if self.changed else " (already)")
 
 
-# The old name, until mserve/server/admin.py imports LabelChange (the server is changed apart).
-Change = LabelChange
-
-
 def default_actor(environ: dict[str, str] | None = None) -> str:
     """Who is making a change: the CI system's user and job, else user@host."""
     env = dict(os.environ) if environ is None else environ

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from mserve.errors import InputError
-from mserve.runtime import coerce_tensor, fit_shape
+from mserve.inputs import coerce_tensor, fit_shape
 from mserve.signature import V2_BY_DTYPE, Signature, TensorSpec, numpy_dtype
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from mserve.errors import InputError
-from mserve.runtime import coerce_tensor
+from mserve.inputs import coerce_tensor
 
 from .tensors import Array, Plan, text_of
 

@@ -33,7 +33,7 @@ from mserve.errors import (
     NotReady,
     Unauthorized,
 )
-from mserve.lifecycle import STABLE, Change, Lifecycle, check_actor
+from mserve.lifecycle import STABLE, LabelChange, Lifecycle, check_actor
 from mserve.repository import ModelState
 
 from .manager import ModelManager
@@ -119,10 +119,10 @@ class Admin:
 
     # -- operations (REST and gRPC) ---------------------------------------------------------
 
-    async def _change(self, model: str, operation: Any) -> Change:
-        def run() -> Change:
+    async def _change(self, model: str, operation: Any) -> LabelChange:
+        def run() -> LabelChange:
             with self._changing:
-                change: Change = operation()
+                change: LabelChange = operation()
                 if change.changed:
                     log.info("admin: %s, by %s", change.describe(), change.actor)
                 self.manager.refresh(model)
@@ -131,7 +131,7 @@ class Admin:
 
         return await asyncio.to_thread(run)
 
-    def _require_served(self, change: Change) -> None:
+    def _require_served(self, change: LabelChange) -> None:
         if change.operation not in ("promote", "rollback") or change.label is None:
             return
         labels = self.manager.snapshot.labels.get(change.model, {})

@@ -9,6 +9,7 @@ or when the grace period ends.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any
 
-from mserve.errors import EnvironmentProblem
+from mserve.errors import EnvironmentProblem, UsageError
 
 from .admin import Admin
 from .dataplane import DataPlane
@@ -54,7 +55,7 @@ class Server:
         service = grpc.InferenceService(self.plane, self.admin, self.rest.routes.server_metadata)
         protocol = http2.protocol_for(service, settings.max_body_bytes)
         self.grpc_connections = protocol.connections
-        sock = self.grpc_socket or bind(settings.host, settings.grpc_port, "gRPC")
+        sock = self.grpc_socket or bind(settings.host, settings.grpc_port, "gRPC port")
         self.grpc = await asyncio.get_running_loop().create_server(protocol, sock=sock)
 
     async def stop(self) -> None:
@@ -83,20 +84,26 @@ def build(settings: ServerSettings) -> Server:
 
 
 def bind(host: str, port: int, what: str) -> socket.socket:
-    """A socket bound to HOST:PORT (not yet listening), or a one-line EnvironmentProblem: both
-    ports are bound before any model loads, so a taken one stops the start at once."""
+    """A socket bound to HOST:PORT (not yet listening), or a one-line error. Both ports are
+    bound before any model loads, so a taken one stops the start at once, and they stay bound
+    (no probe-then-bind race). SO_REUSEADDR, as servers set it: a port in TIME_WAIT is free;
+    never SO_REUSEPORT: two servers never share a port."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot listen on {host}: {exc.strerror}") from None
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: never shared
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise EnvironmentProblem(f"{what} {port} on {host} is in use") from None
         raise EnvironmentProblem(
-            f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
+            f"cannot listen on {what} {port} on {host}: {exc.strerror}"
         ) from None
     return sock
 
@@ -107,10 +114,10 @@ def serve(settings: ServerSettings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    http_socket = bind(settings.host, settings.port, "HTTP")
+    http_socket = bind(settings.host, settings.port, "port")
     server = build(settings)
     if settings.grpc_port:
-        server.grpc_socket = bind(settings.host, settings.grpc_port, "gRPC")
+        server.grpc_socket = bind(settings.host, settings.grpc_port, "gRPC port")
     config = uvicorn.Config(
         server.rest,
         host=settings.host,

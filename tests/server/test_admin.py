@@ -221,7 +221,7 @@ def test_cli_exit_codes_refused_unreachable_and_bad_token(
     assert len(breaking.stderr.strip().splitlines()) == 1
     unknown = run_mserve("retire", "iris", "9", "--server", url, "--json", env=ENV)
     assert (
-        unknown.returncode == 1
+        unknown.returncode == 2  # not found: a usage error, as everywhere
         and "no version 9" in json.loads(unknown.stdout)["results"][0]["error"]
     )
     wrong = run_mserve("rollback", "iris", "--server", url, env={"MSERVE_ADMIN_TOKEN": "x" * 20})

@@ -80,7 +80,7 @@ def test_a_taken_grpc_port_stops_the_start(served_repo: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(RuntimeError, match="cannot listen for gRPC"):
+        with pytest.raises(RuntimeError, match=f"gRPC port {port} on 127.0.0.1 is in use"):
             Server(served_repo, "--grpc-port", str(port))
 
 
