@@ -88,6 +88,15 @@ class Cli:
         return self.runner.invoke(app, argv, env=env, catch_exceptions=False)
 
 
+def one_line_error(result: Any, code: int, fragment: str) -> None:
+    """The CLI's one error shape: exit CODE and one line on stderr that names FRAGMENT."""
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mserve: error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 @pytest.fixture
 def cli(repo: Path) -> Cli:
     return Cli(repo)

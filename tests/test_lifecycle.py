@@ -1,5 +1,5 @@
 """The lifecycle rules on a repository, without a server: gates, refusals, the audit trail, and
-rollback's history. The server's admin API runs this same code (tests/test_server_admin.py)."""
+rollback's history. The server's admin API runs this same code (tests/server/test_admin.py)."""
 
 from __future__ import annotations
 

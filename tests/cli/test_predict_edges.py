@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import Cli
-from ..test_cli import one_line_error
+from ..conftest import Cli, one_line_error
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])

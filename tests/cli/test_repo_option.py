@@ -9,8 +9,7 @@ import pytest
 from mserve.errors import UsageError
 from mserve.repository import Repository
 
-from ..conftest import SAMPLES, Cli
-from ..test_cli import one_line_error
+from ..conftest import SAMPLES, Cli, one_line_error
 
 COMMANDS = [
     ["export", SAMPLES / "iris_classifier.onnx", "--name", "iris"],

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ..conftest import SAMPLES, Cli
-from ..test_cli import one_line_error
+from ..conftest import SAMPLES, Cli, one_line_error
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import mserve
 from mserve.errors import ConversionError, InputError, UntrustedSourceError, UsageError
 from mserve.repository import Repository
 
-from .conftest import ROOT, SAMPLES, Cli
+from ..conftest import ROOT, SAMPLES, Cli
 
 
 class TwoTowers(torch.nn.Module):

@@ -11,7 +11,7 @@ import pytest
 import mserve
 from mserve.errors import InputError, UsageError
 
-from .conftest import SAMPLES
+from ..conftest import SAMPLES
 
 xgboost = pytest.importorskip("xgboost")
 lightgbm = pytest.importorskip("lightgbm")

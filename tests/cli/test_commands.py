@@ -9,15 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .conftest import SAMPLES, Cli
-
-
-def one_line_error(result: Any, code: int, fragment: str) -> None:
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mserve: error: "), result.stderr
-    assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
+from ..conftest import SAMPLES, Cli, one_line_error
 
 
 def test_export_prints_parity_and_the_new_version(

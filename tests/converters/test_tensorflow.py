@@ -11,7 +11,7 @@ import pytest
 import mserve
 from mserve.errors import InputError, UsageError
 
-from .conftest import SAMPLES
+from ..conftest import SAMPLES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")

@@ -13,7 +13,7 @@ import pytest
 
 import mserve
 
-from .conftest import SAMPLES, Cli, Server
+from ..conftest import SAMPLES, Cli, Server
 
 RESULT_KEYS = {
     "batch_size",

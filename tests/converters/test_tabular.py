@@ -13,7 +13,7 @@ import pytest
 import mserve
 from mserve.errors import InputError, UsageError
 
-from .conftest import SAMPLES, Cli
+from ..conftest import SAMPLES, Cli
 
 CHURN = SAMPLES / "churn_pipeline.joblib"
 CHURN_SAMPLE = SAMPLES / "churn_sample.csv"
