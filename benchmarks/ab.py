@@ -2,8 +2,9 @@
 
     python benchmarks/ab.py --old /path/to/old/checkout [--rounds 3] [--seconds 5]
 
-OLD is a source tree of the other build (e.g. ``git worktree add /tmp/old REV``); its ``mserve``
-package is put first on PYTHONPATH, so its server runs under this checkout's CLI. Each round
+OLD is a source tree of the other build (e.g. ``git worktree add /tmp/old REV``). Its ``mserve``
+package, with its ``cli`` and ``converters`` mapped inside as the install maps them, is put first
+on PYTHONPATH, so the old build runs whole, under the same interpreter and libraries. Each round
 runs both builds, in alternating order, on the tiny and MLP models at concurrency 1 and 64
 (V2 JSON, with the server on CPU 0 and wrk on CPU 1) and over gRPC (h2load), then tiny at 64
 with the access log on (written to a file).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +37,16 @@ from server import (
 
 ROWS = [("tiny", 1, "json"), ("tiny", 64, "json"), ("mlp", 1, "json"), ("mlp", 64, "json")]
 ROWS += [("tiny", 64, "grpc"), ("mlp", 64, "grpc"), ("tiny", 64, "json+log")]
+
+
+def importable(tree: Path) -> Path:
+    """A folder where ``import mserve`` finds TREE's build whole (setuptools maps ``cli`` and
+    ``converters`` into the package at install time; here symbolic links do)."""
+    root = Path(tempfile.mkdtemp(prefix="mserve-old-"))
+    shutil.copytree(tree / "mserve", root / "mserve")
+    for folder in ("cli", "converters"):
+        (root / "mserve" / folder).symlink_to(tree / folder)
+    return root
 
 
 def run_build(
@@ -91,13 +103,14 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {os.uname().nodename}; old = {args.old}")
     work = Path(tempfile.mkdtemp(prefix="mserve-ab-"))
+    old_tree = importable(args.old.resolve())
     build_models(work / "models")
     made = bodies(work)
     runs: dict[str, list[dict[tuple[str, int, str], float]]] = {"old": [], "new": []}
     for round_ in range(args.rounds):
         order = ["old", "new"] if round_ % 2 == 0 else ["new", "old"]
         for name in order:
-            source = args.old.resolve() if name == "old" else None
+            source = old_tree if name == "old" else None
             runs[name].append(run_build(name, source, work / "models", made, args.seconds))
     print("\nmedian req/s, old -> new (ratio):")
     for row in ROWS:

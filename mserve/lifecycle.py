@@ -22,10 +22,9 @@ from typing import Any
 from .errors import Conflict, NotFoundError, UsageError, ValidationError
 from .manifest import ci_provenance
 from .reference import check_label
-from .repository import ModelState, Repository
+from .repository import STABLE, ModelState, Repository
 from .signature import compare_signatures
 
-STABLE = "stable"
 MAX_ACTOR_LENGTH = 200
 Prepare = Callable[[str, int], object]
 

@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,16 @@ MODEL_STATE_FILE = "model.json"
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
 LOCK_TIMEOUT_S = 120.0
+
+
+STABLE = "stable"  # the label a request without a version goes to
+
+
+def default_version(labels: dict[str, int], candidates: Collection[int]) -> int:
+    """The one default-version rule, for the CLI and every server transport: the ``stable``
+    label's version when it is among CANDIDATES, else the newest of them."""
+    stable = labels.get(STABLE)
+    return stable if stable is not None and stable in candidates else max(candidates)
 
 
 @dataclass
@@ -163,12 +173,12 @@ class Repository:
                     f"label {ref.label!r} of {ref.model!r} names missing {version}"
                 )
             return ref.model, version
-        if state.labels.get("stable") in versions:
-            return ref.model, state.labels["stable"]
-        live = [v for v in versions if v not in state.retired]
-        if not live:
+        candidates = [v for v in versions if v not in state.retired]
+        if state.labels.get(STABLE) in versions:
+            candidates.append(state.labels[STABLE])
+        if not candidates:
             raise NotFoundError(f"model {ref.model!r} has no version to serve")
-        return ref.model, live[-1]
+        return ref.model, default_version(state.labels, candidates)
 
     # -- writing ---------------------------------------------------------------------------
 

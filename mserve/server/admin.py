@@ -33,8 +33,8 @@ from mserve.errors import (
     NotReady,
     Unauthorized,
 )
-from mserve.lifecycle import STABLE, LabelChange, Lifecycle, check_actor
-from mserve.repository import ModelState
+from mserve.lifecycle import LabelChange, Lifecycle, check_actor
+from mserve.repository import STABLE, ModelState
 
 from .manager import ModelManager
 

@@ -14,18 +14,15 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mserve.errors import MserveError, NotFoundError, NotReady
-from mserve.lifecycle import STABLE
 from mserve.manifest import MODEL_FILE, Manifest, sha256_file
 from mserve.protocol.tensors import Plan
-from mserve.repository import Repository
+from mserve.repository import Repository, default_version
 from mserve.runtime import ModelRunner
 
 from .batching import Inline
 from .settings import BatchSettings, ServerSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
-
     from mserve.signature import Signature
 
     from .batching import Executor
@@ -79,12 +76,6 @@ class Snapshot:
     served: dict[str, dict[int, ServedVersion]] = field(default_factory=dict)
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
     status: dict[str, dict[int, VersionStatus]] = field(default_factory=dict)
-
-
-def default_version(labels: dict[str, int], versions: Collection[int]) -> int:
-    """The version a request without one goes to: the ``stable`` label's, else the latest."""
-    stable = labels.get(STABLE)
-    return stable if stable is not None and stable in versions else max(versions)
 
 
 class ModelManager:

@@ -4,11 +4,9 @@ transport (no socket, no subprocess), each case in the direction the reference s
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnx
 import pytest
@@ -16,8 +14,8 @@ from onnx import TensorProto, helper
 
 import mserve
 from mserve.errors import MserveError
-from mserve.server.run import Server, build
-from mserve.server.settings import ServerSettings
+
+from .conftest import InProcess
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -52,26 +50,13 @@ def plane_repo(
 
 
 @pytest.fixture(scope="module")
-def app(plane_repo: Path) -> Server:
-    server = build(ServerSettings(plane_repo, access_log=False, grpc_port=0))
-    server.plane.manager.refresh()
-    server.plane.started = True
-    return server
+def app(plane_repo: Path) -> InProcess:
+    return InProcess(plane_repo)
 
 
-def call(server: Server, method: str, path: str, **options: Any) -> httpx.Response:
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=server.rest)
-        async with httpx.AsyncClient(transport=transport, base_url="http://mserve") as client:
-            return await client.request(method, path, **options)
-
-    return asyncio.run(run())
-
-
-def test_raw_binary_request_is_the_one_input(app: Server) -> None:
+def test_raw_binary_request_is_the_one_input(app: InProcess) -> None:
     rows = np.array([ROW, ROW], dtype=np.float32)
-    reply = call(
-        app,
+    reply = app.request(
         "POST",
         "/v2/models/iris/infer",
         content=rows.tobytes(),
@@ -80,8 +65,7 @@ def test_raw_binary_request_is_the_one_input(app: Server) -> None:
     assert reply.status_code == 200, reply.text
     outputs = {o["name"]: o for o in reply.json()["outputs"]}
     assert outputs["label"]["shape"] == [2]
-    odd = call(
-        app,
+    odd = app.request(
         "POST",
         "/v2/models/iris/infer",
         content=rows.tobytes()[:-4],
@@ -90,12 +74,12 @@ def test_raw_binary_request_is_the_one_input(app: Server) -> None:
     assert odd.status_code == 400 and "cannot deduce a shape" in odd.json()["error"]
 
 
-def test_request_id_is_a_string(app: Server) -> None:
+def test_request_id_is_a_string(app: InProcess) -> None:
     body = {"id": 7, "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": ROW}]}
-    reply = call(app, "POST", "/v2/models/iris/infer", json=body)
+    reply = app.request("POST", "/v2/models/iris/infer", json=body)
     assert reply.status_code == 400 and reply.json() == {"error": "'id' must be a string"}
     body["id"] = "seven"
-    assert call(app, "POST", "/v2/models/iris/infer", json=body).json()["id"] == "seven"
+    assert app.request("POST", "/v2/models/iris/infer", json=body).json()["id"] == "seven"
 
 
 @pytest.mark.parametrize(
@@ -107,54 +91,54 @@ def test_request_id_is_a_string(app: Server) -> None:
         {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "parameters": 3}]},
     ],
 )
-def test_malformed_fields_are_400(app: Server, body: Any) -> None:
-    reply = call(app, "POST", "/v2/models/iris/infer", json=body)
+def test_malformed_fields_are_400(app: InProcess, body: Any) -> None:
+    reply = app.request("POST", "/v2/models/iris/infer", json=body)
     assert reply.status_code == 400, reply.text
 
 
-def test_classify_answers_labels_and_scores(app: Server) -> None:
-    reply = call(app, "POST", "/v1/models/iris:classify", json={"examples": [{"X": ROW}]})
+def test_classify_answers_labels_and_scores(app: InProcess) -> None:
+    reply = app.request("POST", "/v1/models/iris:classify", json={"examples": [{"X": ROW}]})
     assert reply.status_code == 200, reply.text
     (pairs,) = reply.json()["result"]
     assert [label for label, _ in pairs] == ["0", "1", "2"]
     assert abs(sum(score for _, score in pairs) - 1) < 1e-5
 
 
-def test_regress_answers_one_value_per_example(app: Server, diabetes_forest: Any) -> None:
+def test_regress_answers_one_value_per_example(app: InProcess, diabetes_forest: Any) -> None:
     forest, x = diabetes_forest
     examples = [{"X": row} for row in x[:3].tolist()]
-    reply = call(app, "POST", "/v1/models/forest:regress", json={"examples": examples})
+    reply = app.request("POST", "/v1/models/forest:regress", json={"examples": examples})
     assert reply.status_code == 200, reply.text
     np.testing.assert_allclose(reply.json()["result"], forest.predict(x[:3]), rtol=1e-4)
-    wrong = call(app, "POST", "/v1/models/forest:classify", json={"examples": examples})
+    wrong = app.request("POST", "/v1/models/forest:classify", json={"examples": examples})
     assert wrong.status_code == 400 and "needs a classifier" in wrong.json()["error"]
 
 
-def test_tf_serving_nan_and_infinity_tokens(app: Server) -> None:
+def test_tf_serving_nan_and_infinity_tokens(app: InProcess) -> None:
     body = b'{"instances": [[NaN, 3.5, Infinity, -Infinity]]}'
-    reply = call(app, "POST", "/v1/models/iris:predict", content=body)
+    reply = app.request("POST", "/v1/models/iris:predict", content=body)
     assert reply.status_code == 200, reply.text
     assert b"NaN" in reply.content  # not null: TF Serving writes the token
     # V2 JSON has no such tokens: malformed there, as in Triton
     v2 = b'{"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [NaN, 1, 2, 3]}]}'
-    assert call(app, "POST", "/v2/models/iris/infer", content=v2).status_code == 400
+    assert app.request("POST", "/v2/models/iris/infer", content=v2).status_code == 400
 
 
-def test_tf_serving_bytes_outputs_are_b64(app: Server) -> None:
-    reply = call(app, "POST", "/v1/models/texts:predict", json={"instances": [["hé"]]})
+def test_tf_serving_bytes_outputs_are_b64(app: InProcess) -> None:
+    reply = app.request("POST", "/v1/models/texts:predict", json={"instances": [["hé"]]})
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"predictions": [[{"b64": "aMOp"}]]}
 
 
-def test_tf_serving_metadata_has_defaults(app: Server) -> None:
-    meta = call(app, "GET", "/v1/models/iris/metadata").json()
+def test_tf_serving_metadata_has_defaults(app: InProcess) -> None:
+    meta = app.request("GET", "/v1/models/iris/metadata").json()
     signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert signature["defaults"] == {}
 
 
-def test_v2_bytes_round_trip_exactly(app: Server) -> None:
+def test_v2_bytes_round_trip_exactly(app: InProcess) -> None:
     body = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1, 1], "data": ["hé"]}]}
-    reply = call(app, "POST", "/v2/models/texts/infer", json=body)
+    reply = app.request("POST", "/v2/models/texts/infer", json=body)
     assert reply.json()["outputs"][0]["data"] == ["hé"]
 
 

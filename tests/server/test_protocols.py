@@ -288,9 +288,9 @@ def test_gzip_bodies_are_accepted(server: Any) -> None:
     ],
 )
 def test_every_bad_request_gets_one_json_error(
-    server: Any, method: str, path: str, body: bytes, headers: dict, status: int, fragment: str
+    inprocess: Any, method: str, path: str, body: bytes, headers: dict, status: int, fragment: str
 ) -> None:
-    reply = httpx.request(method, server.url + path, content=body, headers=headers)
+    reply = inprocess.request(method, path, content=body, headers=headers)
     assert reply.status_code == status, reply.text
     data = reply.json()
     assert list(data) == ["error"] and fragment in data["error"], data
