@@ -3,13 +3,13 @@
     python benchmarks/server.py [--seconds 5] [--concurrency 1 8 64]
 
 The server is pinned to CPU 0, wrk (one thread) to CPU 1. Models: a tiny scikit-learn logistic
-regression on 4 features, and an MLP 256 -> 1024 -> 1024 -> 10 (batching on, from its
-model.json settings). Bodies are batch-1 KServe V2 requests: JSON and binary over HTTP (wrk),
-and ModelInfer over gRPC (h2load, nghttp2's native HTTP/2 load generator). Measured in the
-same run, for scale: the bare ASGI + onnxruntime app (bare_app.py, the issue's reference) and the
-same work on a raw uvloop protocol without ASGI (raw_app.py, the floor of any Python server here)
-on the same models, each also answering a constant (wrk's and uvicorn's ceilings), and a bare
-onnxruntime loop (the compute limit).
+regression on 4 features, and an MLP 256 -> 1024 -> 1024 -> 10, with batching on (from its
+model.json settings) and, as mlp-inline, without. Bodies are batch-1 KServe V2 requests: JSON
+and binary over HTTP (wrk), and ModelInfer over gRPC (h2load, nghttp2's native HTTP/2 load
+generator). Measured in the same run, for scale: the bare ASGI + onnxruntime app (bare_app.py,
+the issue's reference) and the same work on a raw uvloop protocol without ASGI (raw_app.py, the
+floor of any Python server here) on the same models, each also answering a constant (wrk's and
+uvicorn's ceilings), and a bare onnxruntime loop (the compute limit).
 Results go to stdout and, as JSON lines, to benchmarks/server-results.jsonl.
 """
 
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 LOADGEN = HERE.parent.parent / "shared" / "loadgen"
 BIN = Path(sys.executable).parent
 RESULTS = HERE / "server-results.jsonl"
-INPUTS = {"tiny": ("X", 4), "mlp": ("x", 256)}  # each model's input and its width
+INPUTS = {"tiny": ("X", 4), "mlp": ("x", 256), "mlp-inline": ("x", 256)}  # input, width
 
 
 def build_models(repo: Path) -> dict[str, Path]:
@@ -84,6 +84,10 @@ def build_models(repo: Path) -> dict[str, Path]:
     )
     Repository(repo).update_state(
         "mlp", lambda s: s.settings.update(max_batch_size=64, max_queue_delay_ms=0, max_queue=1024)
+    )
+    # The same MLP run inline (no batching): the comparison of transports issue 11 asks for.
+    mserve.export(
+        source, name="mlp-inline", repo=repo, sample=rng.normal(size=(4, 256)).astype(np.float32)
     )
     return {"tiny": repo / "tiny" / "1" / "model.onnx", "mlp": repo / "mlp" / "1" / "model.onnx"}
 
@@ -356,7 +360,7 @@ def main() -> None:
         f"http://127.0.0.1:{port}/v2/health/ready",
     )
     try:
-        for model in ("tiny", "mlp"):
+        for model, (name, width) in INPUTS.items():
             for kind in ("json", "binary"):
                 body, header_length = made[f"{model}-{kind}"]
                 for c in args.concurrency:
@@ -368,7 +372,6 @@ def main() -> None:
                         concurrency=c,
                         seconds=args.seconds,
                     )
-            name, width = INPUTS[model]
             address = f"127.0.0.1:{grpc_port}"
             check_grpc(address, model, name, width)
             body = grpc_body(work, model, name, width)
