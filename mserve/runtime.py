@@ -68,18 +68,22 @@ def max_opset() -> int:
     return opset
 
 
+def check_feedable(signature: Signature) -> None:
+    """A ValidationError when onnxruntime's Python API cannot run the model: it has no numpy
+    type for bfloat16 in either direction, so every inference would fail."""
+    unfed = [t for t in (*signature.inputs, *signature.outputs) if t.dtype == "bfloat16"]
+    if unfed:
+        raise ValidationError(
+            f"tensor {unfed[0].name!r} is bfloat16, which onnxruntime's Python API cannot "
+            "feed or return; cast it to float32 or float16 in the model"
+        )
+
+
 class ModelRunner:
     """Runs one ONNX model; every input is checked against ``signature`` first."""
 
     def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
-        unfed = [t for t in (*signature.inputs, *signature.outputs) if t.dtype == "bfloat16"]
-        if unfed:
-            # onnxruntime's Python API has no numpy type for bfloat16 in either direction, so
-            # every inference would fail: refuse the model where it is exported or loaded.
-            raise ValidationError(
-                f"tensor {unfed[0].name!r} is bfloat16, which onnxruntime's Python API cannot "
-                "feed or return; cast it to float32 or float16 in the model"
-            )
+        check_feedable(signature)  # refused where it is exported, validated or loaded
         self.session = session
         self.signature = signature
         self.input_names = [t.name for t in signature.inputs]

@@ -18,7 +18,7 @@ from .manifest import (
 )
 from .parity import Tolerance, compare_outputs
 from .repository import Repository
-from .runtime import ModelRunner, create_session
+from .runtime import ModelRunner, check_feedable, create_session
 from .signature import CompatibilityReport, Signature, compare_signatures
 
 
@@ -96,9 +96,14 @@ def validate(
         checks.run("shape inference", lambda: _infer_shapes(loaded))
         session = checks.run("onnxruntime session", lambda: create_session(onnx_path))
         signature = Signature.from_onnx(loaded)
+        feedable = checks.run("tensor types", lambda: check_feedable(signature))
         if manifest is not None:
             checks.run("signature", lambda: _check_signature(signature, manifest.signature))
-            if session is not None and repo.version_file(model, version, SAMPLE_INPUTS).is_file():
+            if (
+                session is not None
+                and feedable
+                and repo.version_file(model, version, SAMPLE_INPUTS).is_file()
+            ):
                 runner = ModelRunner(session, signature)
                 checks.run(
                     "samples", lambda: _check_samples(repo, model, version, runner, manifest)

@@ -24,10 +24,32 @@ def test_a_fresh_export_passes_every_check(published_iris: Path) -> None:
         "onnx checker": True,
         "shape inference": True,
         "onnxruntime session": True,
+        "tensor types": True,
         "signature": True,
         "samples": True,
     }
     assert report.passed and report.to_dict()["valid"]
+
+
+def test_a_bfloat16_model_fails_with_the_reason(published_iris: Path) -> None:
+    """onnxruntime's Python API cannot run it: validate says so, rather than every request
+    failing later."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["X"], ["y"])],
+        "bf16",
+        [helper.make_tensor_value_info("X", TensorProto.BFLOAT16, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, ["batch", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, published_iris / "iris" / "1" / "model.onnx")
+    report = validate(Repository(published_iris), "iris", 1)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert "bfloat16" in failed["tensor types"] and "cast it to float32" in failed["tensor types"]
+    assert not report.passed
 
 
 def test_a_modified_model_fails_integrity_and_loading(published_iris: Path) -> None:
