@@ -137,7 +137,7 @@ def wanted_outputs(
         return plan.every_output[default_binary]
     wanted, seen = [], set()
     for name, binary in asked:
-        if name not in plan.outputs:
+        if not isinstance(name, str) or name not in plan.outputs:
             known = ", ".join(plan.outputs)
             raise InputError(f"unknown output {name!r}; the model gives {known}")
         if name in seen:
@@ -159,9 +159,13 @@ def _from_json(data: Any, dtype: Any, shape: list[int], name: str) -> Array:
     if data is None:
         raise InputError(f"input '{name}' has neither 'data' nor binary_data_size")
     try:
-        array = np.asarray(data, dtype=dtype).reshape(-1)
+        array = np.asarray(data).reshape(-1)
     except (ValueError, TypeError, OverflowError):
         raise InputError(f"input '{name}': 'data' is not a flat or nested list of values") from None
+    if dtype is not None:  # floats: numbers only (numpy would also read "1.5" or true)
+        if array.dtype.kind not in "fiu":
+            raise InputError(f"input '{name}': 'data' must hold numbers")
+        array = array.astype(dtype, copy=False)
     if array.size != count(shape):
         raise InputError(f"input '{name}': {array.size} values for shape {shape}")
     return array.reshape(shape)

@@ -40,6 +40,7 @@ TF_DTYPES = {
     "string": "DT_STRING",
 }
 VERBS = ("predict", "classify", "regress")
+MAX_DEPTH = 64  # numpy's own limit on an array's rank
 
 
 @dataclass
@@ -149,17 +150,19 @@ def _feeds(columns: dict[str, Any], plan: Plan) -> dict[str, Array]:
     return feeds
 
 
-def _decoded(value: Any, name: str) -> Any:
+def _decoded(value: Any, name: str, depth: int = 0) -> Any:
     """Replace {"b64": ...} objects with the text they carry (string inputs hold text)."""
     if isinstance(value, dict):
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
             raise InputError(f"input '{name}': objects in a tensor must be {{\"b64\": ...}}")
         try:
             return text_of(base64.b64decode(value["b64"], validate=True), name)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # non-ASCII text raises a plain ValueError
             raise InputError(f"input '{name}': invalid base64") from None
     if isinstance(value, list):
-        return [_decoded(v, name) for v in value]
+        if depth >= MAX_DEPTH:
+            raise InputError(f"input '{name}' is nested deeper than {MAX_DEPTH} levels")
+        return [_decoded(v, name, depth + 1) for v in value]
     return value
 
 
@@ -170,6 +173,10 @@ def encode_predict(plan: Plan, outputs: list[Array], row_form: bool) -> bytes:
     if row_form:
         if len(names) == 1:
             return dumps({"predictions": values[0]})
+        if len({len(o) if o.ndim else -1 for o in outputs}) != 1 or not outputs[0].ndim:
+            raise InputError(
+                "the outputs do not share a batch dimension; use the columnar 'inputs' form"
+            )
         columns = [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
         predictions = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         return dumps({"predictions": predictions})

@@ -6,7 +6,6 @@ once, so both give the same answer to the same request.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from .manager import ModelManager, ServedVersion
 from .metrics import Metrics
 from .settings import ServerSettings
 
-log = logging.getLogger("mserve.server")
 Reply = TypeVar("Reply")
 Decode = Callable[[ServedVersion], InferRequest]
 Encode = Callable[[ServedVersion, Any, list[Any]], Reply]

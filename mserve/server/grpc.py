@@ -166,7 +166,7 @@ class InferenceService:
 
     def _authorize(self, metadata: dict[str, str]) -> None:
         token = metadata.get("authorization")
-        self.admin.authorize(token.encode() if token is not None else None)
+        self.admin.authorize(token.encode("latin-1") if token is not None else None)
 
     def RepositoryIndex(self, request: Any, metadata: dict[str, str]) -> Any:
         self._authorize(metadata)

@@ -7,16 +7,19 @@ small for unary calls and answers an inline version inside the socket callback, 
 fast path does (benchmarks/RESULTS.md has the figures). HPACK comes from the ``hpack`` library.
 
 What it does: the connection preface and SETTINGS, PING, GOAWAY both ways, RST_STREAM, headers
-over CONTINUATION frames, padding, flow control both ways (receive windows are replenished as
-data arrives; sends wait for the peer's windows), gzip-compressed request messages, and a
-message-size limit (RESOURCE_EXHAUSTED). Streaming calls are not served (ModelStreamInfer is
+over CONTINUATION frames, padding, flow control both ways, gzip-compressed request messages and
+a message-size limit (RESOURCE_EXHAUSTED). Streaming calls are not served (ModelStreamInfer is
 UNIMPLEMENTED). Responses never touch HPACK's dynamic table, so they need no encoder state.
+
+What bounds a client: a stream may send one message of at most the limit (its window), and the
+connection's window is credited back only once a message is taken or dropped, so a connection
+holds at most two messages' worth of unread bytes; header blocks are capped; a client that does
+not read its replies stops being read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import struct
 import zlib
@@ -26,7 +29,7 @@ from urllib.parse import quote
 
 from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
 
-from .grpc import INTERNAL, InferenceService, Outcome
+from .grpc import INTERNAL, INVALID_ARGUMENT, InferenceService, Outcome
 
 log = logging.getLogger("mserve.server")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -34,23 +37,25 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = rang
 WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR = 0, 1, 6, 7, 9
+NO_ERROR, PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM = 0, 1, 6, 7
+COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 9, 11
 MAX_STREAMS = 1024
-RECEIVE_WINDOW = 1 << 24  # per stream; replenished as data arrives
-CONNECTION_WINDOW = 1 << 30  # replenished once half of it has arrived
 MAX_FRAME = 16384  # HTTP/2's default, what we accept; we send no more than the peer allows
 MAX_HEADER_LIST = 64 * 1024
+MAX_MESSAGE_TEXT = 1024  # grpc-message is cut to this: it may repeat a client's names
 HEADER_CACHE = 64  # distinct header blocks remembered per connection
-DEFAULT_WINDOW, DEFAULT_FRAME = 65535, 16384
-UNIMPLEMENTED, RESOURCE_EXHAUSTED, INVALID_ARGUMENT = 12, 8, 3
-
-
+DEFAULT_WINDOW, DEFAULT_FRAME, LARGEST_WINDOW = 65535, 16384, (1 << 31) - 1
+UNIMPLEMENTED, RESOURCE_EXHAUSTED = 12, 8
 FRAME_HEADER = struct.Struct(">HBBBI")  # length (24 bits, as 16 + 8), type, flags, stream
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     size = len(payload)
     return FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream) + payload
+
+
+def _window_update(stream: int, increment: int) -> bytes:
+    return _frame(WINDOW_UPDATE, 0, stream, struct.pack(">I", increment))
 
 
 def _headers_block(pairs: list[tuple[str, str]]) -> bytes:
@@ -62,26 +67,31 @@ RESPONSE_HEAD = _headers_block([(":status", "200"), ("content-type", "applicatio
 OK_TRAILERS = _headers_block([("grpc-status", "0")])
 
 
-def _status_block(code: int, message: str, *, trailers_only: bool) -> bytes:
-    pairs = [(":status", "200"), ("content-type", "application/grpc")] if trailers_only else []
-    pairs += [
-        ("grpc-status", str(code)),
-        ("grpc-message", quote(message, safe=" !#$&'()*+,/:;=?@[]")),
-    ]
-    return _headers_block(pairs)
+def _status_block(code: int, message: str) -> bytes:
+    """A trailers-only answer (always under 16 KiB: the message is cut)."""
+    text = quote(message[:MAX_MESSAGE_TEXT], safe=" !#$&'()*+,/:;=?@[]")
+    return _headers_block(
+        [
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-status", str(code)),
+            ("grpc-message", text),
+        ]
+    )
 
 
 class _Stream:
-    __slots__ = ("chunks", "closed", "headers", "id", "pending", "size", "window")
+    __slots__ = ("chunks", "closed", "headers", "id", "pending", "received", "size", "window")
 
     def __init__(self, stream_id: int, window: int) -> None:
         self.id = stream_id
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
-        self.size = 0
+        self.size = 0  # message bytes
+        self.received = 0  # flow-controlled bytes not yet credited back to the connection
         self.window = window  # what the peer lets us send on this stream
-        self.pending = b""  # response frames' DATA waiting for window, then the trailers
-        self.closed = False  # answered (or refused): later DATA is dropped
+        self.pending = b""  # a response's DATA waiting for window, then the trailers
+        self.closed = False  # the message is complete (or refused): later frames are dropped
 
 
 class GrpcProtocol(asyncio.Protocol):
@@ -92,7 +102,6 @@ class GrpcProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: Any = None
         self.leftover = b""  # the start of a frame not yet complete
-        self.unacknowledged = 0  # DATA received since the connection window was last topped up
         self.preface = False
         self.decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
         self.header_cache: dict[bytes, dict[str, str]] = {}
@@ -101,9 +110,11 @@ class GrpcProtocol(asyncio.Protocol):
         self.headers_for: _Stream | None = None  # a header block continued in CONTINUATION
         self.block = bytearray()
         self.end_stream_after_headers = False
+        self.credit = 0  # connection window to give back at the end of this read
         self.send_window = DEFAULT_WINDOW
         self.peer_window = DEFAULT_WINDOW  # the peer's initial stream window
         self.peer_frame = DEFAULT_FRAME
+        self.table_update = b""  # an HPACK size update our next header block must start with
         self.going_away = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -112,22 +123,33 @@ class GrpcProtocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.connections.add(self)
+        stream_window = min(self.limit + DEFAULT_WINDOW, LARGEST_WINDOW)  # one message each
         settings = struct.pack(
             ">HIHIHI",
             3, MAX_STREAMS,
-            4, RECEIVE_WINDOW,
+            4, stream_window,
             6, MAX_HEADER_LIST,
         )  # fmt: skip
-        window = struct.pack(">I", CONNECTION_WINDOW - DEFAULT_WINDOW)
-        transport.write(_frame(SETTINGS, 0, 0, settings) + _frame(WINDOW_UPDATE, 0, 0, window))
+        connection_window = min(2 * stream_window, LARGEST_WINDOW)
+        transport.write(
+            _frame(SETTINGS, 0, 0, settings) + _window_update(0, connection_window - DEFAULT_WINDOW)
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.streams.clear()
 
+    def pause_writing(self) -> None:
+        # A client that does not read its replies stops being read, rather than growing the
+        # write buffer without bound (as the REST fast path does).
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
     def go_away(self) -> None:
         """Graceful shutdown: no new calls; the connection closes when those in flight end."""
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self.going_away:
             return
         self.going_away = True
         self.transport.write(_frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, NO_ERROR)))
@@ -156,7 +178,7 @@ class GrpcProtocol(asyncio.Protocol):
                 return
             data, self.preface = data[len(PREFACE) :], True
         out: list[bytes] = []
-        position, end, consumed = 0, len(data), 0
+        position, end = 0, len(data)
         while end - position >= 9:
             high, low, kind, flags, stream_id = FRAME_HEADER.unpack_from(data, position)
             length = high << 8 | low
@@ -167,17 +189,14 @@ class GrpcProtocol(asyncio.Protocol):
             if end - start < length:
                 break
             position = start + length
-            if kind == DATA:
-                consumed += length
             frame = data[start:position]
             if not self._frame(kind, flags, stream_id & 0x7FFFFFFF, frame, out):
                 return
         if position < end:
             self.leftover = data[position:]
-        self.unacknowledged += consumed
-        if self.unacknowledged >= CONNECTION_WINDOW // 2:  # top the window up, in one frame
-            increment, self.unacknowledged = self.unacknowledged, 0
-            out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", increment)))
+        if self.credit:
+            out.append(_window_update(0, self.credit))
+            self.credit = 0
         if out:
             self.transport.write(b"".join(out))
 
@@ -190,13 +209,16 @@ class GrpcProtocol(asyncio.Protocol):
             return False
         if kind == DATA:
             stream = self.streams.get(stream_id)
-            if stream is not None and not stream.closed:
+            if stream is None or stream.closed:
+                self.credit += len(payload)  # dropped at once
+            else:
+                stream.received += len(payload)
                 self._data(stream, _unpadded(flags, payload), flags & END_STREAM, out)
         elif kind in (HEADERS, CONTINUATION):
             return self._headers(kind, flags, stream_id, payload, out)
         elif kind == SETTINGS:
             if not flags & ACK:
-                self._settings(payload)
+                self._settings(payload, out)
                 out.append(_frame(SETTINGS, ACK, 0))
         elif kind == PING:
             if not flags & ACK:
@@ -204,30 +226,33 @@ class GrpcProtocol(asyncio.Protocol):
         elif kind == WINDOW_UPDATE:
             self._window_update(stream_id, payload, out)
         elif kind == RST_STREAM:
-            self.streams.pop(stream_id, None)
+            stream = self.streams.pop(stream_id, None)
+            if stream is not None:
+                self._credit(stream)
             self._close_if_idle()
         elif kind == GOAWAY:
             self.going_away = True
             self._close_if_idle()
         return True
 
-    def _settings(self, payload: bytes) -> None:
+    def _settings(self, payload: bytes, out: list[bytes]) -> None:
         for offset in range(0, len(payload) - len(payload) % 6, 6):
             key, value = struct.unpack_from(">HI", payload, offset)
-            if key == 4:  # INITIAL_WINDOW_SIZE: applies to open streams too
+            if key == 1:  # HEADER_TABLE_SIZE: we use none of it, and say so (size 0)
+                self.table_update = b"\x20"
+            elif key == 4:  # INITIAL_WINDOW_SIZE: applies to open streams too
                 for stream in self.streams.values():
                     stream.window += value - self.peer_window
                 self.peer_window = value
             elif key == 5:
-                self.peer_frame = value
+                self.peer_frame = min(max(value, DEFAULT_FRAME), (1 << 24) - 1)
+        self._flush_all(out)
 
     def _window_update(self, stream_id: int, payload: bytes, out: list[bytes]) -> None:
         increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
         if stream_id == 0:
             self.send_window += increment
-            for waiting in list(self.streams.values()):
-                if waiting.pending:
-                    self._flush(waiting, out)
+            self._flush_all(out)
         elif (stream := self.streams.get(stream_id)) is not None:
             stream.window += increment
             if stream.pending:
@@ -247,7 +272,8 @@ class GrpcProtocol(asyncio.Protocol):
                     return False
                 self.last_stream = stream_id
                 stream = _Stream(stream_id, self.peer_window)
-                if self.going_away:  # after our GOAWAY: the client retries it elsewhere
+                if self.going_away or len(self.streams) >= MAX_STREAMS:
+                    # After our GOAWAY, or over the limit we announced: the client may retry.
                     out.append(_frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
                     stream.closed = True
                 else:
@@ -258,35 +284,38 @@ class GrpcProtocol(asyncio.Protocol):
             self._fail_connection(PROTOCOL_ERROR, "a CONTINUATION frame out of place")
             return False
         self.block += payload
+        if len(self.block) > MAX_HEADER_LIST:
+            self._fail_connection(ENHANCE_YOUR_CALM, "a header block over the size limit")
+            return False
         if not flags & END_HEADERS:
             return True
         stream, self.headers_for = self.headers_for, None
-        try:
+        try:  # every block is decoded, to keep HPACK's table in step with the peer's
             headers = self._decode(bytes(self.block))
         except HPACKError:
             self._fail_connection(COMPRESSION_ERROR, "a header block that does not decode")
             return False
         if not stream.headers:
             stream.headers = headers
-            if len(self.streams) > MAX_STREAMS:
-                self._answer(stream, Outcome(RESOURCE_EXHAUSTED, "too many calls at once"), out)
-        if self.end_stream_after_headers and not stream.closed and stream.id in self.streams:
+        if self.end_stream_after_headers and not stream.closed:
             self._message_complete(stream, out)
         return True
 
     def _decode(self, block: bytes) -> dict[str, str]:
         """A header block's fields. A client sends the same block call after call; decoding
-        HPACK in Python costs about as much as the inference, so a block that left the dynamic
-        table as it was is remembered (and forgotten once any block changes the table, as a
-        remembered block may point into it)."""
+        HPACK in Python costs about as much as the inference, so a block that left the decoder's
+        table as it was (entries and size) is remembered, and all are forgotten once any block
+        changes the table, as a remembered block may point into it."""
         cached = self.header_cache.get(block)
         if cached is not None:
             return cached
-        entries = self.decoder.header_table.dynamic_entries
-        size, front = len(entries), entries[0] if entries else None
+        table = self.decoder.header_table
+        entries = table.dynamic_entries
+        before = (len(entries), entries[0] if entries else None, table.maxsize)
         fields = self.decoder.decode(block, raw=True)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields}
-        if len(entries) == size and (entries[0] if entries else None) is front:
+        after = (len(entries), entries[0] if entries else None, table.maxsize)
+        if after[0] == before[0] and after[1] is before[1] and after[2] == before[2]:
             if len(self.header_cache) < HEADER_CACHE:
                 self.header_cache[block] = headers
         else:
@@ -303,12 +332,12 @@ class GrpcProtocol(asyncio.Protocol):
         stream.chunks.append(data)
         if end:
             self._message_complete(stream, out)
-        elif data:
-            out.append(_frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", len(data))))
 
     # -- calls ------------------------------------------------------------------------------
 
     def _message_complete(self, stream: _Stream, out: list[bytes]) -> None:
+        stream.closed = True  # half-closed (remote): nothing more is read for it
+        self._credit(stream)
         body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
         stream.chunks = []
         message = self._message(stream, body)
@@ -324,6 +353,11 @@ class GrpcProtocol(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def _credit(self, stream: _Stream) -> None:
+        """Give the connection window back for what STREAM sent: its message was taken."""
+        self.credit += stream.received
+        stream.received = 0
+
     def _message(self, stream: _Stream, body: bytes) -> bytes | Outcome:
         """The one message of a unary call, decompressed if it came compressed."""
         if len(body) < 5 or int.from_bytes(body[1:5], "big") != len(body) - 5:
@@ -336,10 +370,12 @@ class GrpcProtocol(asyncio.Protocol):
         inflater = zlib.decompressobj(wbits=31)
         try:
             inflated = inflater.decompress(body[5:], self.limit + 1)
-        except (zlib.error, gzip.BadGzipFile):
+        except zlib.error:
             return Outcome(INVALID_ARGUMENT, "the message is not valid gzip data")
         if len(inflated) > self.limit:
             return Outcome(RESOURCE_EXHAUSTED, f"the message is over the {self.limit}-byte limit")
+        if not inflater.eof or inflater.unused_data:
+            return Outcome(INVALID_ARGUMENT, "the message is not one whole gzip stream")
         return inflated
 
     async def _answer_later(self, stream: _Stream, outcome: Awaitable[Outcome]) -> None:
@@ -352,17 +388,20 @@ class GrpcProtocol(asyncio.Protocol):
         if self.streams.get(stream.id) is stream and not self.transport.is_closing():
             self._answer(stream, done, out)
             self.transport.write(b"".join(out))
+        else:
+            self._finished(stream)
 
     def _answer(self, stream: _Stream, outcome: Outcome, out: list[bytes]) -> None:
         stream.closed = True
+        prefix, self.table_update = self.table_update, b""
         if outcome.code:
-            block = _status_block(outcome.code, outcome.message, trailers_only=True)
+            block = prefix + _status_block(outcome.code, outcome.message)
             out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
             self._finished(stream)
             return
         payload = outcome.payload
         size = len(payload) + 5  # gRPC's frame: a compressed flag and a 4-byte length
-        out.append(_frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEAD))
+        out.append(_frame(HEADERS, END_HEADERS, stream.id, prefix + RESPONSE_HEAD))
         if size <= self.send_window and size <= stream.window and size <= self.peer_frame:
             self.send_window -= size
             head = FRAME_HEADER.pack(size >> 8, size & 0xFF, DATA, 0, stream.id)
@@ -372,6 +411,11 @@ class GrpcProtocol(asyncio.Protocol):
             return
         stream.pending = b"\0" + (size - 5).to_bytes(4, "big") + payload
         self._flush(stream, out)
+
+    def _flush_all(self, out: list[bytes]) -> None:
+        for stream in list(self.streams.values()):
+            if stream.pending:
+                self._flush(stream, out)
 
     def _flush(self, stream: _Stream, out: list[bytes]) -> None:
         """Send what the peer's windows allow of a large response; the trailers once done."""
@@ -383,7 +427,8 @@ class GrpcProtocol(asyncio.Protocol):
             self.send_window -= size
             stream.window -= size
             out.append(_frame(DATA, 0, stream.id, chunk))
-        out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, OK_TRAILERS))
+        prefix, self.table_update = self.table_update, b""
+        out.append(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, prefix + OK_TRAILERS))
         self._finished(stream)
 
     def _finished(self, stream: _Stream) -> None:

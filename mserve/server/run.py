@@ -58,12 +58,19 @@ class Server:
         sock = self.grpc_socket or bind(settings.host, settings.grpc_port, "gRPC port")
         self.grpc = await asyncio.get_running_loop().create_server(protocol, sock=sock)
 
+    def drain(self) -> None:
+        """SIGTERM: readiness turns false, gRPC takes no new connection and tells each client
+        to go away (HTTP is uvicorn's to drain); calls in flight go on."""
+        self.plane.draining = True
+        if self.grpc is not None:
+            self.grpc.close()
+            for connection in list(self.grpc_connections):
+                connection.go_away()
+
     async def stop(self) -> None:
         self.plane.started = False
         if self.grpc is not None:
-            self.grpc.close()  # no new connections; calls in flight finish within the grace
-            for connection in list(self.grpc_connections):
-                connection.go_away()
+            self.drain()  # calls in flight finish within the grace
             deadline = time.monotonic() + self.settings.shutdown_grace_s
             while self.grpc_connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -134,7 +141,7 @@ def serve(settings: ServerSettings) -> None:
 
     class Uvicorn(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            server.plane.draining = True
+            server.drain()
             super().handle_exit(sig, frame)
 
     log.info("serving %s on http://%s:%d", settings.repository, settings.host, settings.port)

@@ -149,3 +149,38 @@ def test_bfloat16_models_are_refused_at_export(tmp_path: Path) -> None:
     assert not (tmp_path / "models" / "bf").exists() or not any(
         (tmp_path / "models" / "bf").iterdir()
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fragment"),
+    [
+        ("/v1/models/iris:predict", b'{"instances": ' + b"[" * 200 + b"]" * 200 + b"}", "deeper"),
+        ("/v1/models/texts:predict", '{"instances": [[{"b64": "é"}]]}'.encode(), "base64"),
+        (
+            "/v2/models/iris/infer",
+            b'{"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4],'
+            b' "data": [1, 2, 3, 4]}], "outputs": [{"name": ["label"]}]}',
+            "unknown output",
+        ),
+        (
+            "/v2/models/iris/infer",
+            b'{"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4],'
+            b' "data": ["1.5", 2, true, 4]}]}',
+            "must hold numbers",
+        ),
+    ],
+)
+def test_malformed_values_are_400_not_500(
+    app: InProcess, path: str, body: bytes, fragment: str
+) -> None:
+    reply = app.request("POST", path, content=body)
+    assert reply.status_code == 400 and fragment in reply.json()["error"], reply.text
+
+
+def test_a_truncated_gzip_body_is_400(app: InProcess) -> None:
+    import gzip
+
+    body = gzip.compress(b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}')[:-6]
+    headers = {"content-encoding": "gzip"}
+    reply = app.request("POST", "/v1/models/iris:predict", content=body, headers=headers)
+    assert reply.status_code == 400 and "gzip" in reply.json()["error"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,87 @@ def test_sigterm_lets_grpc_calls_in_flight_finish(served_repo: Path, tmp_path: P
     for call in calls:
         call.join(timeout=30)
     assert len(results) == 4
+
+
+def test_a_long_error_message_is_cut_and_the_connection_lives(server: Any) -> None:
+    client = stub(server)
+    request = infer_request(1)
+    request.inputs[0].name = "x" * 20_000  # echoed in the error: over one HTTP/2 frame
+    with pytest.raises(grpc.RpcError) as caught:
+        client.ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(caught.value.details()) <= 1024
+    assert list(client.ModelInfer(infer_request(1, "label"), timeout=10).outputs[0].shape) == [1]
+
+
+class RawConnection:
+    """HTTP/2 by hand, to send what grpcio's client never would."""
+
+    def __init__(self, server: Any) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10)
+        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        self.buffer = b""
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sock.close()
+
+    def send(self, kind: int, flags: int, stream: int, payload: bytes = b"") -> None:
+        head = len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big")
+        self.sock.sendall(head + payload)
+
+    def frames(self) -> Iterator[tuple[int, int, int, bytes]]:
+        while True:
+            while len(self.buffer) < 9 or len(self.buffer) < 9 + int.from_bytes(
+                self.buffer[:3], "big"
+            ):
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return
+                self.buffer += chunk
+            length = int.from_bytes(self.buffer[:3], "big")
+            kind, flags = self.buffer[3], self.buffer[4]
+            stream = int.from_bytes(self.buffer[5:9], "big")
+            payload, self.buffer = self.buffer[9 : 9 + length], self.buffer[9 + length :]
+            yield kind, flags, stream, payload
+
+
+def test_an_endless_header_block_closes_the_connection(server: Any) -> None:
+    with RawConnection(server) as connection:
+        connection.send(1, 0, 1, b"\x82")  # HEADERS without END_HEADERS
+        for _ in range(5):  # CONTINUATION frames past the 64 KiB cap (and no more: all are read)
+            connection.send(9, 0, 1, b"\x00" * 16_000)
+        goaway = [f for f in connection.frames() if f[0] == 7]
+    assert goaway and int.from_bytes(goaway[0][3][4:8], "big") == 11  # ENHANCE_YOUR_CALM
+
+
+def test_a_reply_held_by_the_window_goes_once_settings_open_it(server: Any) -> None:
+    from hpack import Encoder
+
+    with RawConnection(server) as connection:
+        connection.send(4, 0, 0, (4).to_bytes(2, "big") + (16).to_bytes(4, "big"))  # window 16 B
+        headers = Encoder().encode(
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", "/inference.GRPCInferenceService/ModelInfer"),
+                (":authority", "x"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ]
+        )
+        message = infer_request(2, "probabilities").SerializeToString()
+        connection.send(1, 4, 1, headers)
+        connection.send(0, 1, 1, b"\0" + len(message).to_bytes(4, "big") + message)
+        data = b""
+        for kind, flags, stream, payload in connection.frames():
+            if kind == 4 and flags & 1 and not data:  # our SETTINGS acknowledged: open the window
+                connection.send(4, 0, 0, (4).to_bytes(2, "big") + (65535).to_bytes(4, "big"))
+            if kind == 0 and stream == 1:
+                data += payload
+            if kind == 1 and stream == 1 and flags & 1:  # the trailers
+                break
+    reply = service_pb2.ModelInferResponse.FromString(data[5:])
+    assert list(reply.outputs[0].shape) == [2, 3]

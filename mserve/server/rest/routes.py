@@ -253,6 +253,8 @@ class Routes:
             raise InputError(f"the body is not valid {encoding.decode()} data") from None
         if len(inflated) > self.limit:
             raise PayloadTooLarge(f"the decompressed body is over the {self.limit}-byte limit")
+        if not inflater.eof or inflater.unused_data:
+            raise InputError(f"the body is not one whole {encoding.decode()} stream")
         return inflated
 
 
