@@ -110,7 +110,8 @@ class GrpcProtocol(asyncio.Protocol):
         self.headers_for: _Stream | None = None  # a header block continued in CONTINUATION
         self.block = bytearray()
         self.end_stream_after_headers = False
-        self.credit = 0  # connection window to give back at the end of this read
+        self.credit = 0  # connection window to give back
+        self.credit_batch = 0
         self.send_window = DEFAULT_WINDOW
         self.peer_window = DEFAULT_WINDOW  # the peer's initial stream window
         self.peer_frame = DEFAULT_FRAME
@@ -131,6 +132,7 @@ class GrpcProtocol(asyncio.Protocol):
             6, MAX_HEADER_LIST,
         )  # fmt: skip
         connection_window = min(2 * stream_window, LARGEST_WINDOW)
+        self.credit_batch = connection_window // 4
         transport.write(
             _frame(SETTINGS, 0, 0, settings) + _window_update(0, connection_window - DEFAULT_WINDOW)
         )
@@ -194,7 +196,7 @@ class GrpcProtocol(asyncio.Protocol):
                 return
         if position < end:
             self.leftover = data[position:]
-        if self.credit:
+        if self.credit >= self.credit_batch:  # given back in quarters: one frame, not one a call
             out.append(_window_update(0, self.credit))
             self.credit = 0
         if out:
