@@ -223,8 +223,8 @@ class Repository:
         directory = self.model_dir(model)
         directory.mkdir(parents=True, exist_ok=True)
         staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        staging.mkdir()
         try:
+            staging.mkdir()
             manifest = write(staging)
             manifest.model = model
             manifest.files = {
@@ -245,8 +245,21 @@ class Repository:
                 _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
             return manifest
         finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            _remove_staging(staging)
+
+
+def _remove_staging(staging: Path) -> None:
+    """Remove a staging directory even when a stop signal lands during the removal (the CLI
+    turns SIGINT and SIGTERM into exceptions): finish, then let the stop go on."""
+    stopped: BaseException | None = None
+    while True:
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            break
+        except (KeyboardInterrupt, SystemExit) as exc:
+            stopped = exc
+    if stopped is not None:
+        raise stopped
 
 
 def _replace_json(path: Path, data: Any) -> None:

@@ -19,6 +19,7 @@ import pytest
 from mserve.repository import Repository
 
 from ..conftest import Server, wait_until
+from .conftest import InProcess
 
 pytestmark = pytest.mark.slow
 
@@ -176,16 +177,16 @@ def test_promote_rollback_retire_round_trip_through_the_cli(
     ],
 )
 def test_every_refusal_is_one_json_line_and_changes_nothing(
-    refusing_server: tuple[Server, Path],
+    refusing: tuple[InProcess, Path],
     method: str,
     path: str,
     body: Any,
     status: int,
     message: str,
 ) -> None:
-    server, repo = refusing_server
+    server, repo = refusing
     before = Repository(repo).state("iris").to_dict()
-    reply = httpx.request(method, server.url + path, json=body, headers=AUTH, timeout=60)
+    reply = server.request(method, path, json=body, headers=AUTH)
     assert reply.status_code == status, reply.text
     assert list(reply.json()) == ["error"] and message in reply.json()["error"]
     assert "\n" not in reply.json()["error"]
@@ -193,14 +194,16 @@ def test_every_refusal_is_one_json_line_and_changes_nothing(
 
 
 @pytest.fixture(scope="module")
-def refusing_server(tmp_path_factory: pytest.TempPathFactory, three_versions: Path) -> Any:
-    """One server for the refusals (none changes anything): 'stable' on iris:2."""
+def refusing(tmp_path_factory: pytest.TempPathFactory, three_versions: Path) -> Any:
+    """One server in process for the refusals (none changes anything): 'stable' on iris:2."""
     repo = tmp_path_factory.mktemp("refusals") / "models"
     shutil.copytree(three_versions, repo)
-    running = Server(repo, env=ENV)
-    assert admin(running, "promote", version=2).status_code == 200
-    yield running, repo
-    assert running.stop() == 0
+    server = InProcess(repo, admin_token=TOKEN)
+    promoted = server.request(
+        "POST", "/admin/models/iris/promote", json={"version": 2}, headers=AUTH
+    )
+    assert promoted.status_code == 200, promoted.text
+    return server, repo
 
 
 def test_malformed_json_is_a_400(admin_server: Server) -> None:
