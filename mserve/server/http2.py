@@ -22,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-import zlib
 from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import quote
 
 from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
 
-from .grpc import INTERNAL, INVALID_ARGUMENT, InferenceService, Outcome
+from mserve.errors import MserveError
+from mserve.protocol.compression import inflate
+
+from .grpc import INTERNAL, INVALID_ARGUMENT, InferenceService, Outcome, failure
 
 log = logging.getLogger("mserve.server")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -45,7 +47,7 @@ MAX_HEADER_LIST = 64 * 1024
 MAX_MESSAGE_TEXT = 1024  # grpc-message is cut to this: it may repeat a client's names
 HEADER_CACHE = 64  # distinct header blocks remembered per connection
 DEFAULT_WINDOW, DEFAULT_FRAME, LARGEST_WINDOW = 65535, 16384, (1 << 31) - 1
-UNIMPLEMENTED, RESOURCE_EXHAUSTED = 12, 8
+UNIMPLEMENTED, RESOURCE_EXHAUSTED = 12, 8  # gRPC status codes
 FRAME_HEADER = struct.Struct(">HBBBI")  # length (24 bits, as 16 + 8), type, flags, stream
 
 
@@ -369,16 +371,10 @@ class GrpcProtocol(asyncio.Protocol):
         encoding = stream.headers.get("grpc-encoding", "identity")
         if encoding != "gzip":
             return Outcome(UNIMPLEMENTED, f"compressed messages ({encoding}) are not supported")
-        inflater = zlib.decompressobj(wbits=31)
         try:
-            inflated = inflater.decompress(body[5:], self.limit + 1)
-        except zlib.error:
-            return Outcome(INVALID_ARGUMENT, "the message is not valid gzip data")
-        if len(inflated) > self.limit:
-            return Outcome(RESOURCE_EXHAUSTED, f"the message is over the {self.limit}-byte limit")
-        if not inflater.eof or inflater.unused_data:
-            return Outcome(INVALID_ARGUMENT, "the message is not one whole gzip stream")
-        return inflated
+            return inflate(body[5:], "gzip", self.limit, "message")
+        except MserveError as exc:
+            return failure(exc, "")
 
     async def _answer_later(self, stream: _Stream, outcome: Awaitable[Outcome]) -> None:
         try:

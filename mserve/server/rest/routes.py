@@ -5,7 +5,6 @@ hand is faster than any router, and an inference URL is parsed once and remember
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from mserve.errors import (
     PayloadTooLarge,
 )
 from mserve.protocol import tfserving, v2
+from mserve.protocol.compression import inflate
 from mserve.reference import check_label
 
 from .. import views
@@ -246,16 +246,7 @@ class Routes:
             return body
         if encoding not in (b"gzip", b"deflate"):
             raise InputError(f"unsupported Content-Encoding {encoding.decode(errors='replace')}")
-        inflater = zlib.decompressobj(wbits=31 if encoding == b"gzip" else 15)
-        try:
-            inflated = inflater.decompress(body, self.limit + 1)
-        except zlib.error:
-            raise InputError(f"the body is not valid {encoding.decode()} data") from None
-        if len(inflated) > self.limit:
-            raise PayloadTooLarge(f"the decompressed body is over the {self.limit}-byte limit")
-        if not inflater.eof or inflater.unused_data:
-            raise InputError(f"the body is not one whole {encoding.decode()} stream")
-        return inflated
+        return inflate(body, encoding.decode(), self.limit)
 
 
 def _encode_v2(served: ServedVersion, request: Any, outputs: list[Any]) -> Reply:
