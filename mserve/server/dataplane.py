@@ -42,6 +42,9 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.manager = ModelManager(settings, self._executor)
+        # resolve(model, version | None, label | None) -> ServedVersion: the manager's own
+        # (on every request, so without a layer between)
+        self.resolve = self.manager.resolve
         self.metrics.watch(self.manager)
         self.started = False  # the repository was read once at start-up
         self.draining = False  # SIGTERM: finishing what is in flight
@@ -55,11 +58,6 @@ class DataPlane:
         return self.started and not self.draining
 
     # -- resolution -------------------------------------------------------------------------
-
-    def resolve(
-        self, model: str, version: int | None = None, label: str | None = None
-    ) -> ServedVersion:
-        return self.manager.resolve(model, version, label)
 
     def model_ready(self, model: str, version: int | None = None) -> bool:
         """Whether requests for MODEL (at VERSION) are answered now; never an error."""

@@ -76,6 +76,8 @@ class Snapshot:
     served: dict[str, dict[int, ServedVersion]] = field(default_factory=dict)
     labels: dict[str, dict[str, int]] = field(default_factory=dict)
     status: dict[str, dict[int, VersionStatus]] = field(default_factory=dict)
+    # Each model's default version, worked out by its first request without one.
+    defaults: dict[str, ServedVersion] = field(default_factory=dict)
 
 
 class ModelManager:
@@ -98,6 +100,10 @@ class ModelManager:
         self, model: str, version: int | None = None, label: str | None = None
     ) -> ServedVersion:
         snapshot = self.snapshot
+        if version is None and label is None:
+            served = snapshot.defaults.get(model)
+            if served is not None:
+                return served
         versions = snapshot.served.get(model)
         if versions is None:
             statuses = snapshot.status.get(model)
@@ -112,7 +118,9 @@ class ModelManager:
                 raise NotFoundError(f"model '{model}' has no label '{label}'")
             version = labelled
         if version is None:
-            version = default_version(snapshot.labels.get(model, {}), versions)
+            served = versions[default_version(snapshot.labels.get(model, {}), versions)]
+            snapshot.defaults[model] = served
+            return served
         served = versions.get(version)
         if served is None:
             state = snapshot.status.get(model, {}).get(version)

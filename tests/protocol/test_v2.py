@@ -50,7 +50,7 @@ def test_json_values_become_the_signature_dtypes() -> None:
         ({"n": {"data": [1, 2**70]}}, "out of range"),
         ({"flag": {"data": [0, 2]}}, "booleans"),
         ({"s": {"data": [5]}}, "expects strings"),
-        ({"x": {"data": ["a", "b"]}}, "must hold numbers"),
+        ({"x": {"data": ["a", "b"]}}, "not a flat or nested list"),
         ({"x": {"data": [[1], [2, 3]]}}, "not a flat or nested list"),
         ({"x": {"shape": [2, 1], "data": [1, 2]}}, "dimension 1 must be 2"),
     ],
