@@ -29,19 +29,21 @@ from .dataplane import DataPlane, model_of, version_of
 log = logging.getLogger("mserve.server")
 SERVICE = "/inference.GRPCInferenceService/"
 # gRPC status codes (grpc/status.h), by the HTTP status of mserve's errors
-OK, INVALID_ARGUMENT, INTERNAL = 0, 3, 13
+OK, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, PERMISSION_DENIED = 0, 3, 4, 5, 7
+RESOURCE_EXHAUSTED, FAILED_PRECONDITION, UNIMPLEMENTED, INTERNAL = 8, 9, 12, 13
+UNAVAILABLE, UNAUTHENTICATED = 14, 16
 STATUS_CODES = {
     400: INVALID_ARGUMENT,
-    401: 16,  # UNAUTHENTICATED
-    403: 7,  # PERMISSION_DENIED
-    404: 5,  # NOT_FOUND
-    405: 12,  # UNIMPLEMENTED
-    409: 9,  # FAILED_PRECONDITION
-    413: 8,  # RESOURCE_EXHAUSTED
-    422: 9,  # FAILED_PRECONDITION
-    501: 12,  # UNIMPLEMENTED
-    503: 14,  # UNAVAILABLE
-    504: 4,  # DEADLINE_EXCEEDED
+    401: UNAUTHENTICATED,
+    403: PERMISSION_DENIED,
+    404: NOT_FOUND,
+    405: UNIMPLEMENTED,
+    409: FAILED_PRECONDITION,
+    413: RESOURCE_EXHAUSTED,
+    422: FAILED_PRECONDITION,
+    501: UNIMPLEMENTED,
+    503: UNAVAILABLE,
+    504: DEADLINE_EXCEEDED,
 }
 
 
@@ -97,7 +99,7 @@ class InferenceService:
         headers (pseudo-headers too: a handler reads only what it needs)."""
         entry = self.methods.get(path)
         if entry is None:
-            return Outcome(12, f"method {path} is not served")  # UNIMPLEMENTED
+            return Outcome(UNIMPLEMENTED, f"method {path} is not served")
         kind, handler = entry
         try:
             result = handler(kind.FromString(message), metadata)

@@ -31,7 +31,15 @@ from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
 from mserve.errors import MserveError
 from mserve.protocol.compression import inflate
 
-from .grpc import INTERNAL, INVALID_ARGUMENT, InferenceService, Outcome, failure
+from .grpc import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    RESOURCE_EXHAUSTED,
+    UNIMPLEMENTED,
+    InferenceService,
+    Outcome,
+    failure,
+)
 
 log = logging.getLogger("mserve.server")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -47,7 +55,6 @@ MAX_HEADER_LIST = 64 * 1024
 MAX_MESSAGE_TEXT = 1024  # grpc-message is cut to this: it may repeat a client's names
 HEADER_CACHE = 64  # distinct header blocks remembered per connection
 DEFAULT_WINDOW, DEFAULT_FRAME, LARGEST_WINDOW = 65535, 16384, (1 << 31) - 1
-UNIMPLEMENTED, RESOURCE_EXHAUSTED = 12, 8  # gRPC status codes
 FRAME_HEADER = struct.Struct(">HBBBI")  # length (24 bits, as 16 + 8), type, flags, stream
 
 
