@@ -111,9 +111,11 @@ class ModelRunner:
         feeds = self.coerce(inputs)
         return dict(zip(self.output_names, self.run_arrays(feeds), strict=True))
 
-    def run_arrays(self, feeds: Arrays) -> list[Any]:
+    def run_arrays(self, feeds: Arrays, options: Any = None) -> list[Any]:
+        """The outputs for FEEDS; OPTIONS (onnxruntime.RunOptions) lets another thread stop
+        the run."""
         try:
-            outputs: list[Any] = self.session.run(self.output_names, feeds)
+            outputs: list[Any] = self.session.run(self.output_names, feeds, options)
         except _request_errors() as exc:
             # The inputs already fit the signature, so what fails now is their content or how
             # they fit together (e.g. two inputs with different batch sizes): the request's fault.

@@ -1,11 +1,19 @@
-"""Running inference: inline on the event loop, or through a dynamic batcher.
+"""Running inference: without batching (cheap requests inline on the event loop, the rest on
+the version's threads), or through a dynamic batcher.
 
-Inline (batching off) is the fastest path for small models: no thread hop, no queue. The
-batcher gathers requests for up to ``max_queue_delay_ms`` (or while the previous batch runs),
-concatenates them along the batch axis, runs one onnxruntime call on its own thread (which
-releases the GIL, so the event loop keeps parsing requests), and splits the outputs back.
-Admission is bounded: a full queue answers at once with 503, and a request waits at most its
-timeout (504), after which it is dropped from the queue.
+Inline is the fastest path for small models: no thread hop, no queue; it is taken only while
+a call is known to be cheap, so no request holds the loop for long. The batcher gathers
+requests for up to ``max_queue_delay_ms`` (or while the previous batch runs), concatenates
+them along the batch axis, runs one onnxruntime call on its own thread (which releases the
+GIL, so the event loop keeps parsing requests), and splits the outputs back.
+
+Admission is bounded in both: the executor is asked before the body is decoded, a full queue
+answers at once with 503, and a request waits at most its timeout (504), after which its place
+is free and its run skipped or stopped.
+
+There is no close(): an executor lives as long as the requests that hold its version, and its
+threads end when it is garbage-collected (how ThreadPoolExecutor works), so a version swapped
+out still answers what it has queued.
 """
 
 from __future__ import annotations
@@ -13,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mserve.errors import Overloaded, TimedOut
 
@@ -24,6 +33,12 @@ from .settings import BatchSettings
 if TYPE_CHECKING:
     from mserve.runtime import Arrays, ModelRunner
     from mserve.signature import Signature
+
+Result = TypeVar("Result")
+INLINE_BYTES = 64 * 1024  # a larger body is decoded off the loop
+INLINE_SECONDS = 0.001  # a version whose calls take longer runs off the loop
+COST_DECAY = 0.9  # per call: how fast a slow call is forgotten
+WORKERS = 2  # threads per version without batching: a slow model cannot take another's
 
 
 class Observer(Protocol):
@@ -34,21 +49,35 @@ class Observer(Protocol):
     def inference_only(self, inference_s: float) -> None: ...
 
 
-class Executor(Protocol):
-    """Runs one version's inferences. There is no close(): an executor lives as long as the
-    requests that hold its version, and its thread ends when it is garbage-collected (how
-    ThreadPoolExecutor works), so a version swapped out still answers what it has queued."""
+class Unbatched:
+    """Batching off: each request runs on its own. A cheap one (a small body, on a version whose
+    recent calls all took under ``INLINE_SECONDS``) is answered within the caller's turn: no
+    thread hop, the fast path. Anything else runs on the version's threads, so the event loop
+    keeps answering other models and the probes; onnxruntime releases the GIL while it runs.
+    ``in_flight`` counts requests admitted and not yet answered; past ``max_queue`` more are
+    refused at once (503). A request not answered by its timeout gets 504 and frees its place
+    at once; its run is skipped when it has not started, and stopped when it has.
+    """
 
-    async def run(self, feeds: Arrays) -> list[Any]: ...
-
-
-class Inline:
-    def __init__(self, runner: ModelRunner, observer: Observer | None = None) -> None:
+    def __init__(
+        self, runner: ModelRunner, settings: BatchSettings, observer: Observer | None = None
+    ) -> None:
         self.runner = runner
+        self.settings = settings
         self.observer = observer
+        self.in_flight = 0
+        self.limit = settings.max_queue + WORKERS
+        # seconds a call held the thread that ran it, as a decaying maximum: unknown (so off
+        # the loop) until a few calls have shown the version is cheap, and after one slow call
+        # off the loop again until the cheap ones outweigh it
+        self.cost = 2 * INLINE_SECONDS
+        self.threads = ThreadPoolExecutor(WORKERS, thread_name_prefix="mserve-run")
 
-    async def run(self, feeds: Arrays) -> list[Any]:
-        return self.run_now(feeds)
+    def runs_now(self, size: int) -> bool:
+        return size <= INLINE_BYTES and self.cost < INLINE_SECONDS
+
+    def measured(self, seconds: float) -> None:
+        self.cost = max(seconds, self.cost * COST_DECAY)
 
     def run_now(self, feeds: Arrays) -> list[Any]:
         if self.observer is None:
@@ -57,6 +86,67 @@ class Inline:
         outputs = self.runner.run_arrays(feeds)
         self.observer.inference_only(time.perf_counter() - start)  # no queue, no batch here
         return outputs
+
+    def admit(self) -> None:
+        if self.in_flight >= self.limit:
+            raise Overloaded("the model's queue is full; retry later")
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    async def call(self, job: Callable[[Run], Result], started: float) -> Result:
+        """JOB on one of the version's threads, answered by ``started + timeout``. JOB gets the
+        function that runs the model, so a request that times out can stop its own run."""
+        run = Run(self.runner)
+        loop = asyncio.get_running_loop()
+        waiting = loop.run_in_executor(self.threads, run.job, job)
+        try:
+            result, inference_s = await asyncio.wait_for(
+                waiting, self.settings.timeout_s - (time.perf_counter() - started)
+            )
+        except TimeoutError:
+            run.stop()  # wait_for cancelled the job if it had not started
+            raise TimedOut(f"no answer within {self.settings.timeout_s:g} s") from None
+        self.measured(run.cost)
+        if self.observer is not None and inference_s:
+            self.observer.inference_only(inference_s)
+        return result
+
+
+class Run:
+    """One request's run on a worker thread, which its timeout can stop."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self.runner = runner
+        self.options: Any = None
+        self.stopped = False
+        self.cost = 0.0
+        self.inference_s = 0.0
+
+    def job(self, job: Callable[[Run], Result]) -> tuple[Result, float]:
+        start = time.thread_time()
+        result = job(self)
+        # the thread's own CPU time outside the model plus the model's wall time: waiting for
+        # the GIL while the loop works is not the call's cost
+        self.cost += time.thread_time() - start + self.inference_s
+        return result, self.inference_s
+
+    def __call__(self, feeds: Arrays) -> list[Any]:
+        if self.stopped:
+            raise TimedOut("timed out before it ran")
+        self.options = _stoppable()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return self.runner.run_arrays(feeds, self.options)
+        finally:
+            self.inference_s = time.perf_counter() - wall
+            self.cost -= time.thread_time() - cpu  # the wall time counts it
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.options is not None:
+            self.options.terminate = True
 
 
 @dataclass
@@ -75,21 +165,37 @@ class Batcher:
         self.settings = settings
         self.observer = observer
         self.pending: deque[_Item] = deque()
+        self.in_flight = 0  # admitted, not yet answered (timed-out requests are answered)
+        self.running: tuple[list[_Item], Any] | None = None  # the batch on the thread
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-batch")
 
-    async def run(self, feeds: Arrays) -> list[Any]:
-        if len(self.pending) >= self.settings.max_queue:
+    def admit(self) -> None:
+        waiting = self.in_flight - (len(self.running[0]) if self.running is not None else 0)
+        if waiting >= self.settings.max_queue:
             raise Overloaded("the model's queue is full; retry later")
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    async def run(self, feeds: Arrays, started: float) -> list[Any]:
         loop = asyncio.get_running_loop()
         item = _Item(feeds, rows_of(feeds), loop.create_future(), time.perf_counter())
         self.pending.append(item)
         self._kick(loop)
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), self.settings.timeout_s)
+            return await asyncio.wait_for(
+                asyncio.shield(item.future),
+                self.settings.timeout_s - (time.perf_counter() - started),
+            )
         except TimeoutError:
             item.future.cancel()  # a batch not yet started skips it
+            if self.running is not None and item in self.running[0]:
+                batch, options = self.running
+                if all(other.future.done() for other in batch):
+                    options.terminate = True  # nobody waits for this batch any more
             raise TimedOut(f"no answer within {self.settings.timeout_s:g} s") from None
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -126,19 +232,23 @@ class Batcher:
             return
         self.busy = True
         started = time.perf_counter()
-        running = loop.run_in_executor(self.thread, self._infer, batch)
+        options = _stoppable()
+        self.running = (batch, options)
+        running = loop.run_in_executor(self.thread, self._infer, batch, options)
         running.add_done_callback(lambda done: self._finish(loop, batch, done, started))
 
-    def _infer(self, batch: list[_Item]) -> tuple[list[Any], float]:
+    def _infer(self, batch: list[_Item], options: Any) -> tuple[list[Any], float]:
         import numpy as np
 
         start = time.perf_counter()
         if len(batch) == 1:
-            return self.runner.run_arrays(batch[0].feeds), time.perf_counter() - start
-        feeds = {
-            name: np.concatenate([item.feeds[name] for item in batch]) for name in batch[0].feeds
-        }
-        return self.runner.run_arrays(feeds), time.perf_counter() - start
+            feeds = batch[0].feeds
+        else:
+            feeds = {
+                name: np.concatenate([item.feeds[name] for item in batch])
+                for name in batch[0].feeds
+            }
+        return self.runner.run_arrays(feeds, options), time.perf_counter() - start
 
     def _finish(
         self,
@@ -148,6 +258,7 @@ class Batcher:
         started: float,
     ) -> None:
         self.busy = False
+        self.running = None
         error = done.exception()
         if error is not None:
             for item in batch:
@@ -169,6 +280,15 @@ class Batcher:
         self._kick(loop)
 
 
+def _stoppable() -> Any:
+    """Run options whose ``terminate`` stops the run; that stop is ours, not worth a log line."""
+    import onnxruntime
+
+    options = onnxruntime.RunOptions()
+    options.log_severity_level = 4  # fatal only
+    return options
+
+
 def batchable(signature: Signature) -> bool:
     """Batching needs every input and output to have a variable first (batch) axis."""
     tensors = [*signature.inputs, *signature.outputs]
@@ -177,10 +297,10 @@ def batchable(signature: Signature) -> bool:
 
 def make_executor(
     runner: ModelRunner, settings: BatchSettings, observer: Observer | None = None
-) -> Executor:
+) -> Unbatched | Batcher:
     if settings.batching and batchable(runner.signature):
         return Batcher(runner, settings, observer)
-    return Inline(runner, observer)
+    return Unbatched(runner, settings, observer)
 
 
 def rows_of(feeds: Arrays) -> int:

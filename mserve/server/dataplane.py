@@ -1,11 +1,12 @@
 """The data plane: what every transport calls to find a version, run an inference and account
 for it. REST (both paths) and gRPC differ only in how they decode and encode; resolution, the
-default-version rule, execution (inline or batched) and the metrics and statistics are here,
-once, so both give the same answer to the same request.
+default-version rule, admission, execution (inline, on a thread or batched) and the metrics
+and statistics are here, once, so both give the same answer to the same request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from mserve.errors import MserveError, NotFoundError, NotReady
 from mserve.protocol.tensors import InferRequest
 from mserve.reference import check_model_name, parse_version
 
-from .batching import make_executor, rows_of
+from .batching import INLINE_BYTES, Run, Unbatched, make_executor, rows_of
 from .manager import ModelManager, ServedVersion
 from .metrics import Metrics
 from .settings import ServerSettings
@@ -72,6 +73,12 @@ class DataPlane:
 
     # -- inference --------------------------------------------------------------------------
 
+    def runs_now(self, served: ServedVersion, size: int) -> bool:
+        """Whether a request of SIZE bytes for SERVED is answered within the caller's turn
+        (``infer_now``); else it goes through ``infer``."""
+        unbatched = served.unbatched
+        return unbatched is not None and unbatched.runs_now(size)
+
     def infer_now(
         self,
         served: ServedVersion,
@@ -80,15 +87,17 @@ class DataPlane:
         decode: Decode,
         encode: Encode[Reply],
     ) -> Reply:
-        """An inference on a version that runs inline, answered within the caller's turn."""
-        inline = served.inline
-        assert inline is not None  # callers check served.inline first
+        """A cheap inference (``runs_now``), answered within the caller's turn."""
+        unbatched = served.unbatched
+        assert unbatched is not None  # callers ask runs_now first
+        start = time.perf_counter()
         try:
             request = decode(served)
-            reply = encode(served, request, inline.run_now(request.feeds))
+            reply = encode(served, request, unbatched.run_now(request.feeds))
         except Exception as exc:
             self.count(served, protocol, exc, started)
             raise
+        unbatched.measured(time.perf_counter() - start)
         self.count(served, protocol, None, started, rows_of(request.feeds))
         return reply
 
@@ -99,13 +108,38 @@ class DataPlane:
         started: float,
         decode: Decode,
         encode: Encode[Reply],
+        *,
+        size: int,
     ) -> Reply:
+        """An inference off the event loop (or batched): admitted before its body is decoded,
+        answered by its timeout. A large body (SIZE bytes) is decoded and its answer encoded on
+        a thread."""
+        executor = served.executor
         try:
-            request = decode(served)
-            reply = encode(served, request, await served.executor.run(request.feeds))
+            executor.admit()
         except Exception as exc:
             self.count(served, protocol, exc, started)
             raise
+        try:
+            if isinstance(executor, Unbatched):
+
+                def job(run: Run) -> tuple[InferRequest, Reply]:
+                    request = decode(served)
+                    return request, encode(served, request, run(request.feeds))
+
+                request, reply = await executor.call(job, started)
+            elif size <= INLINE_BYTES:
+                request = decode(served)
+                reply = encode(served, request, await executor.run(request.feeds, started))
+            else:
+                request = await asyncio.to_thread(decode, served)
+                outputs = await executor.run(request.feeds, started)
+                reply = await asyncio.to_thread(encode, served, request, outputs)
+        except Exception as exc:
+            self.count(served, protocol, exc, started)
+            raise
+        finally:
+            executor.release()
         self.count(served, protocol, None, started, rows_of(request.feeds))
         return reply
 

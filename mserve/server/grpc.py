@@ -4,7 +4,7 @@ the data plane (or a view, or the admin operations) and converts back, under one
 The messages are the ones the ``tritonclient`` wheel generates from Triton's
 grpc_service.proto, so tritonclient and the kserve client speak to it unchanged. The transport
 under it is ``http2.py``, on the HTTP server's event loop: both share models, batchers,
-metrics and statistics, and an inline version answers within the socket callback, as on REST.
+metrics and statistics, and a cheap request answers within the socket callback, as on REST.
 """
 
 from __future__ import annotations
@@ -160,9 +160,10 @@ class InferenceService:
                 served.model, served.version_text, served.plan, decoded, outputs
             )
 
-        if served.inline is not None:
+        size = request.ByteSize()
+        if self.plane.runs_now(served, size):
             return self.plane.infer_now(served, "grpc", started, decode, encode)
-        return self.plane.infer(served, "grpc", started, decode, encode)
+        return self.plane.infer(served, "grpc", started, decode, encode, size=size)
 
     # -- repository extension (behind the admin token, sent as "authorization" metadata) ----
 

@@ -19,13 +19,11 @@ from mserve.protocol.tensors import Plan
 from mserve.repository import Repository, default_version
 from mserve.runtime import ModelRunner
 
-from .batching import Inline
+from .batching import Batcher, Unbatched
 from .settings import BatchSettings, ServerSettings
 
 if TYPE_CHECKING:
     from mserve.signature import Signature
-
-    from .batching import Executor
 
 log = logging.getLogger("mserve.server")
 UNLOADED = "unloaded through the repository API"
@@ -38,7 +36,7 @@ class ServedVersion:
     manifest: Manifest
     runner: ModelRunner
     settings: BatchSettings
-    executor: Executor
+    executor: Unbatched | Batcher
     load_seconds: float = 0.0
 
     @property
@@ -55,9 +53,9 @@ class ServedVersion:
         return Plan.of(self.signature, self.runner.output_names)
 
     @cached_property
-    def inline(self) -> Inline | None:
-        """The executor, when it answers within the caller's turn (no batching)."""
-        return self.executor if isinstance(self.executor, Inline) else None
+    def unbatched(self) -> Unbatched | None:
+        """The executor, when batching is off (cheap requests may then run inline)."""
+        return self.executor if isinstance(self.executor, Unbatched) else None
 
 
 @dataclass(frozen=True)

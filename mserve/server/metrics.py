@@ -1,6 +1,7 @@
 """Prometheus metrics, labelled by model and version (and protocol where it applies).
 
-Every update happens on the event loop's thread (inline inference, batch callbacks, gRPC), so
+Every update happens on the event loop's thread (executors report there, not from their
+threads), so
 the per-request path is plain counting into lists, with no locks; the Prometheus families are
 built only when /metrics is scraped. Model states and queue depths are read from the manager
 at that moment too.
@@ -168,7 +169,9 @@ class _ManagerCollector(Collector):
             labels=["model", "version", "state"],
         )
         depth = GaugeMetricFamily(
-            "mserve_queue_depth", "Requests waiting for a batch.", labels=["model", "version"]
+            "mserve_queue_depth",
+            "Requests admitted off the event loop and not yet answered (waiting or running).",
+            labels=["model", "version"],
         )
         load = GaugeMetricFamily(
             "mserve_model_load_seconds",
@@ -180,9 +183,7 @@ class _ManagerCollector(Collector):
                 states.add_metric([model, str(number), status.state], 1.0)
         for model, versions in snapshot.served.items():
             for number, served in versions.items():
-                depth.add_metric(
-                    [model, str(number)], float(len(getattr(served.executor, "pending", ())))
-                )
+                depth.add_metric([model, str(number)], float(served.executor.in_flight))
                 load.add_metric([model, str(number)], served.load_seconds)
         yield states
         yield depth

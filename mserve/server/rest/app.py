@@ -128,15 +128,16 @@ class RestApp:
     def infer_direct(
         self, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None, started: float
     ) -> Answer | Coroutine[Any, Any, Answer]:
-        """Answer at once when the version runs inline; else return a coroutine that answers
-        once its batch has run. BODY is None when it was over the size limit."""
+        """Answer at once when the request is cheap (see DataPlane.runs_now); else return a
+        coroutine that answers once it has run. BODY is None when it was over the size limit."""
         head = dict(headers)
         route = self.routes.infer_routes[path]
         try:
             served = self.plane.resolve(route.model, route.version, route.label)
             decode, encode = self.routes.codec(route, head, body)
-            if served.inline is None:
-                later = self.plane.infer(served, route.protocol, started, decode, encode)
+            size = 0 if body is None else len(body)
+            if not self.plane.runs_now(served, size):
+                later = self.plane.infer(served, route.protocol, started, decode, encode, size=size)
                 return self._answer_later(later, head, path, started)
             reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
         except Exception as exc:

@@ -196,7 +196,11 @@ class Routes:
     ) -> Reply:
         served = self.plane.resolve(route.model, route.version, route.label)
         decode, encode = self.codec(route, headers, body)
-        return await self.plane.infer(served, route.protocol, started, decode, encode)
+        size = 0 if body is None else len(body)
+        if self.plane.runs_now(served, size):
+            reply: Reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
+            return reply
+        return await self.plane.infer(served, route.protocol, started, decode, encode, size=size)
 
     def codec(
         self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None
