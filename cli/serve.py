@@ -72,6 +72,32 @@ def serve_command(
     access_log: Annotated[
         bool, typer.Option(help="Write a JSON line per request to stderr.")
     ] = True,
+    read_timeout: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="A request must arrive whole within this (408)."),
+    ] = 60.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Open connections, both ports; more are refused (0: what the file limit allows).",
+        ),
+    ] = 0,
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="On SIGTERM, how long requests in flight may finish."),
+    ] = 30.0,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help=(
+                "A Host name clients may use besides loopback and the bound address "
+                "(repeat it; '*' allows any). Others get 400, which stops DNS rebinding."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     admin_token_file: Annotated[
         Path | None,
         typer.Option(
@@ -93,9 +119,9 @@ def serve_command(
     if not root.is_dir():
         raise UsageError(f"model repository {root} does not exist")
     if (
-        min(max_batch_size, max_queue, threads) < 0
+        min(max_batch_size, max_queue, threads, max_connections, shutdown_grace) < 0
         or min(batch_delay_ms, max_body_mb) < 0
-        or (timeout <= 0 or poll_interval <= 0)
+        or min(timeout, poll_interval, read_timeout) <= 0
     ):
         raise UsageError("sizes, delays and limits must be positive (or zero where allowed)")
     if not (0 < port <= MAX_PORT and 0 <= grpc_port <= MAX_PORT):
@@ -123,6 +149,10 @@ def serve_command(
             ),
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             access_log=access_log,
+            shutdown_grace_s=shutdown_grace,
+            read_timeout_s=read_timeout,
+            max_connections=max_connections,
+            allowed_hosts=tuple(allowed_host or ()),
             admin_token=token,
         )
     )

@@ -15,8 +15,10 @@
     │   ├── MissingExtraError    exit 3, HTTP 503   an optional framework is not installed
     │   └── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
     └── ServingError             exit 3             what a model server answers besides the above
+        ├── UnknownHost          HTTP 400           a Host the server does not answer for
         ├── Unauthorized         HTTP 401           a missing or wrong admin token
         ├── AdminDisabled        HTTP 403           the admin API is off (no token configured)
+        ├── BrowserRefused       HTTP 403           a browser's request (Origin) to the admin API
         ├── MethodNotAllowed     HTTP 405           the route does not take this HTTP method
         ├── PayloadTooLarge      HTTP 413           the request body is over the limit
         ├── Unsupported          HTTP 501           a protocol feature mserve does not serve
@@ -132,11 +134,19 @@ class ServingError(MserveError):
     pass
 
 
+class UnknownHost(ServingError):
+    http_status = 400
+
+
 class Unauthorized(ServingError):
     http_status = 401
 
 
 class AdminDisabled(ServingError):
+    http_status = 403
+
+
+class BrowserRefused(ServingError):
     http_status = 403
 
 

@@ -31,7 +31,9 @@ from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
 from mserve.errors import MserveError
 from mserve.protocol.compression import inflate
 
+from .connections import Connections
 from .grpc import (
+    DEADLINE_EXCEEDED,
     INTERNAL,
     INVALID_ARGUMENT,
     RESOURCE_EXHAUSTED,
@@ -90,10 +92,13 @@ def _status_block(code: int, message: str) -> bytes:
 
 
 class _Stream:
-    __slots__ = ("chunks", "closed", "headers", "id", "pending", "received", "size", "window")
+    __slots__ = (
+        "chunks", "closed", "headers", "id", "opened", "pending", "received", "size", "window"
+    )  # fmt: skip
 
-    def __init__(self, stream_id: int, window: int) -> None:
+    def __init__(self, stream_id: int, window: int, opened: float) -> None:
         self.id = stream_id
+        self.opened = opened  # loop time of its HEADERS: the message must follow in time
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
         self.size = 0  # message bytes
@@ -107,9 +112,12 @@ class GrpcProtocol(asyncio.Protocol):
     service: InferenceService  # set by protocol_for()
     limit: int
     connections: set[GrpcProtocol]
+    guard: Connections
 
     def __init__(self) -> None:
         self.transport: Any = None
+        self.loop = asyncio.get_running_loop()
+        self.started = self.loop.time()
         self.leftover = b""  # the start of a frame not yet complete
         self.preface = False
         self.decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
@@ -132,6 +140,15 @@ class GrpcProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if not self.guard.admit(self):
+            # Refused before a call: the client may try again, on this server or another.
+            why = b"too many connections"
+            transport.write(
+                _frame(SETTINGS, 0, 0)
+                + _frame(GOAWAY, 0, 0, struct.pack(">II", 0, ENHANCE_YOUR_CALM) + why)
+            )
+            transport.close()
+            return
         self.connections.add(self)
         stream_window = min(self.limit + DEFAULT_WINDOW, LARGEST_WINDOW)  # one message each
         settings = struct.pack(
@@ -148,7 +165,26 @@ class GrpcProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        self.guard.closed(self)
         self.streams.clear()
+
+    def sweep(self, now: float, timeout: float) -> None:
+        """A connection without its preface, or a call whose message has not all come, in
+        TIMEOUT seconds: the first is closed, the second ends with DEADLINE_EXCEEDED."""
+        if self.transport.is_closing():
+            return
+        if not self.preface:
+            if now - self.started > timeout:
+                self.transport.close()
+            return
+        out: list[bytes] = []
+        for stream in list(self.streams.values()):
+            if not stream.closed and now - stream.opened > timeout:
+                message = f"the request did not arrive within {timeout:g} s"
+                self._answer(stream, Outcome(DEADLINE_EXCEEDED, message), out)
+                out.append(_frame(RST_STREAM, 0, stream.id, struct.pack(">I", NO_ERROR)))
+        if out:
+            self.transport.write(b"".join(out))
 
     def pause_writing(self) -> None:
         # A client that does not read its replies stops being read, rather than growing the
@@ -282,7 +318,7 @@ class GrpcProtocol(asyncio.Protocol):
                     self._fail_connection(PROTOCOL_ERROR, "a stream id out of order")
                     return False
                 self.last_stream = stream_id
-                stream = _Stream(stream_id, self.peer_window)
+                stream = _Stream(stream_id, self.peer_window, self.loop.time())
                 if self.going_away or len(self.streams) >= MAX_STREAMS:
                     # After our GOAWAY, or over the limit we announced: the client may retry.
                     out.append(_frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
@@ -449,7 +485,7 @@ def _unpadded(flags: int, payload: bytes) -> bytes:
     return payload
 
 
-def protocol_for(service: InferenceService, limit: int) -> type[GrpcProtocol]:
+def protocol_for(service: InferenceService, limit: int, guard: Connections) -> type[GrpcProtocol]:
     """The protocol class the event loop instantiates per connection, bound to SERVICE."""
-    attributes = {"service": service, "limit": limit, "connections": set()}
+    attributes = {"service": service, "limit": limit, "connections": set(), "guard": guard}
     return type("MserveGrpcProtocol", (GrpcProtocol,), attributes)

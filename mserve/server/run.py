@@ -21,6 +21,7 @@ from typing import Any
 from mserve.errors import EnvironmentProblem, UsageError
 
 from .admin import Admin
+from .connections import Connections, default_cap
 from .dataplane import DataPlane
 from .rest.app import RestApp
 from .rest.fastpath import protocol_for
@@ -37,6 +38,7 @@ class Server:
     plane: DataPlane
     admin: Admin
     rest: RestApp
+    guard: Connections
     grpc: Any = None  # the gRPC listener (an asyncio server), once started
     grpc_connections: Any = ()
     grpc_socket: socket.socket | None = None  # bound before any model loads
@@ -53,7 +55,7 @@ class Server:
 
         settings = self.settings
         service = grpc.InferenceService(self.plane, self.admin, self.rest.routes.server_metadata)
-        protocol = http2.protocol_for(service, settings.max_body_bytes)
+        protocol = http2.protocol_for(service, settings.max_body_bytes, self.guard)
         self.grpc_connections = protocol.connections
         sock = self.grpc_socket or bind(settings.host, settings.grpc_port, "gRPC port")
         self.grpc = await asyncio.get_running_loop().create_server(protocol, sock=sock)
@@ -85,7 +87,8 @@ def build(settings: ServerSettings) -> Server:
         settings.admin_token, plane.manager, f"admin API on {settings.host}:{settings.port}"
     )
     rest = RestApp(settings, plane, admin, package_version("mserve"))
-    server = Server(settings, plane, admin, rest)
+    guard = Connections(settings.max_connections or default_cap(), settings.read_timeout_s)
+    server = Server(settings, plane, admin, rest, guard)
     rest.on_startup, rest.on_shutdown = server.start, server.stop
     return server
 
@@ -130,12 +133,12 @@ def serve(settings: ServerSettings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=protocol_for(server.rest),  # httptools, with a direct path for inference
+        http=protocol_for(server.rest, server.guard),  # httptools, with a direct path for inference
         lifespan="on",
         access_log=False,  # the app writes its own structured access log
         proxy_headers=False,  # a middleware per request, for X-Forwarded-* mserve does not use
         log_level="warning",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]  # a float works
         server_header=False,
     )
 

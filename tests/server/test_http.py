@@ -42,7 +42,7 @@ def body(label: int = 0) -> bytes:
 
 def post(label: int = 0, *headers: str, version: str = "1.1") -> bytes:
     data = body(label)
-    head = [f"POST {PATH} HTTP/{version}", "Host: test", f"Content-Length: {len(data)}", *headers]
+    head = [f"POST {PATH} HTTP/{version}", "Host: localhost", f"Content-Length: {len(data)}", *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
 
@@ -113,7 +113,7 @@ def direct(tmp_path_factory: pytest.TempPathFactory, served_repo: Path) -> Any:
 
 def test_pipelined_requests_are_answered_in_order(direct: Server) -> None:
     with Connection(direct) as connection:
-        health = b"GET /v2/health/ready HTTP/1.1\r\nHost: test\r\n\r\n"
+        health = b"GET /v2/health/ready HTTP/1.1\r\nHost: localhost\r\n\r\n"
         connection.send(post(2) + health + post(1) + post(0))
         replies = [connection.reply() for _ in range(4)]
         assert [r.status for r in replies] == [200] * 4
@@ -127,7 +127,7 @@ def test_tf_serving_predict_takes_the_direct_path_too(direct: Server) -> None:
     def predict(label: int, path: str = "/v1/models/iris:predict") -> bytes:
         data = json.dumps({"instances": [ROWS[label]]}).encode()
         return (
-            f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
 
@@ -159,7 +159,7 @@ def test_connection_close_and_http_1_0_end_the_connection(direct: Server) -> Non
 
 def test_chunked_bodies_and_the_size_limit(direct: Server) -> None:
     data = body(1)
-    head = f"POST {PATH} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    head = f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
     chunked = head + b"".join(
         b"%x\r\n%s\r\n" % (len(part), part) for part in (data[:10], data[10:])
     )
@@ -180,7 +180,7 @@ def test_expect_100_continue_is_honoured(direct: Server) -> None:
     data = body(2)
     with Connection(direct) as connection:
         connection.send(
-            f"POST {PATH} HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n"
+            f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
             f"Content-Length: {len(data)}\r\n\r\n".encode()
         )
         assert connection.reply().status == 100
@@ -196,7 +196,7 @@ def test_direct_answers_carry_ids_metrics_and_errors(direct: Server) -> None:
         assert second.headers["x-request-id"].isdigit()  # not printable ASCII: replaced
         bad = b'{"inputs": 1}'
         connection.send(
-            f"POST {PATH} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(bad)}\r\n\r\n".encode() + bad
+            f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(bad)}\r\n\r\n".encode() + bad
         )
         error = connection.reply()
         assert error.status == 400 and error.json() == {
@@ -211,7 +211,7 @@ def test_batched_requests_pipelined_on_one_connection(repo_copy: Path) -> None:
     try:
         assert httpx.post(server.url + PATH, content=body()).status_code == 200
         with Connection(server) as connection:
-            health = b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+            health = b"GET /v2/health/live HTTP/1.1\r\nHost: localhost\r\n\r\n"
             connection.send(post(1) + health + post(2) + post(0))
             replies = [connection.reply() for _ in range(4)]
             assert [r.status for r in replies] == [200] * 4

@@ -16,12 +16,13 @@ from typing import Any
 
 import orjson
 
-from mserve.errors import MserveError, Unauthorized
+from mserve.errors import MserveError, Unauthorized, UnknownHost
 
 from ..admin import Admin
 from ..dataplane import DataPlane
 from ..settings import ServerSettings
 from .access_log import AccessLog
+from .hosts import HostCheck
 from .routes import Disconnected, Reply, Routes, Scope
 
 log = logging.getLogger("mserve.server")
@@ -42,6 +43,7 @@ class RestApp:
         self.plane = plane
         self.routes = Routes(plane, admin, settings, server_version)
         self.access_log = AccessLog() if settings.access_log else None
+        self.host_allowed = HostCheck(settings.host, settings.allowed_hosts)
         # What lifespan runs (the composition root sets them: loading models, gRPC).
         self.on_startup: Callable[[], Awaitable[None]] | None = None
         self.on_shutdown: Callable[[], Awaitable[None]] | None = None
@@ -76,6 +78,7 @@ class RestApp:
         started = time.perf_counter()
         scope["mserve.headers"] = headers = dict(scope["headers"])  # names arrive lower-case
         try:
+            self.check_host(headers)
             reply = await self.routes.handle(scope, receive, started)
         except Disconnected:
             return
@@ -84,6 +87,16 @@ class RestApp:
         status, head, body = self.answer(reply, headers, scope["method"], scope["path"], started)
         await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
+
+    def check_host(self, headers: dict[bytes, bytes]) -> None:
+        host = headers.get(b"host")
+        if not self.host_allowed(host):
+            assert host is not None
+            name = host[:64].decode("latin-1")
+            raise UnknownHost(
+                f"this server does not answer for host {name!r}; "
+                f"start it with --allowed-host {name.rpartition(':')[0] or name}"
+            )
 
     def failure(self, exc: Exception, method: str, path: str) -> Reply:
         if isinstance(exc, MserveError):
@@ -133,6 +146,7 @@ class RestApp:
         head = dict(headers)
         route = self.routes.infer_routes[path]
         try:
+            self.check_host(head)
             served = self.plane.resolve(route.model, route.version, route.label)
             decode, encode = self.routes.codec(route, head, body)
             size = 0 if body is None else len(body)

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 if TYPE_CHECKING:
+    from ..connections import Connections
     from .app import Answer, RestApp
+
+
+class _Discard:
+    """The parser of a connection being refused: what still arrives is dropped."""
+
+    def feed_data(self, data: bytes) -> None:
+        pass
 
 
 class _NoEvent:
@@ -55,13 +63,53 @@ class _Direct:
 class DirectHttpProtocol(HttpToolsProtocol):
     app: RestApp  # set by protocol_for()
     limit: int
+    guard: Connections
     _reading_paused_for_writes = False
+    reading_since: float | None = None  # when the request now arriving began (loop time)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._asgi_cycles: list[Any] = []  # uvicorn's cycles not yet answered, oldest first
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if not self.guard.admit(self):
+            self._refuse(503, b"too many connections; retry later")
+            return
+        self.reading_since = self.loop.time()
+
+    def _refuse(self, status: int, message: bytes) -> None:
+        """Answer STATUS before (or instead of) reading a request, and close. Our side is
+        half-closed first, so the answer is not lost to a reset if the request still comes."""
+        body = b'{"error":"' + message + b'"}'
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[status],
+                    b"content-type: application/json\r\ncontent-length: ",
+                    str(len(body)).encode(),
+                    b"\r\nconnection: close\r\n\r\n",
+                    body,
+                )
+            )
+        )
+        self.transport.write_eof()
+        self.parser = _Discard()  # type: ignore[assignment]
+        self.loop.call_later(1.0, self.transport.close)
+
+    def sweep(self, now: float, timeout: float) -> None:
+        since = self.reading_since
+        if since is not None and now - since > timeout and not self.transport.is_closing():
+            self.reading_since = None
+            self.guard.closed(self)
+            self._refuse(408, b"the request did not arrive within %g s" % timeout)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.reading_since = self.loop.time()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.closed(self)
         # uvicorn marks only its newest cycle as disconnected; one answering while others are
         # pipelined behind it would then write to the closed transport, which uvloop refuses
         # with a RuntimeError that uvicorn logs as an application error.
@@ -105,6 +153,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
             cycle.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self.reading_since = None
         cycle: Any = self.cycle  # uvicorn's cycle, or a _Direct
         if type(cycle) is not _Direct:
             super().on_message_complete()
@@ -154,10 +203,10 @@ class DirectHttpProtocol(HttpToolsProtocol):
             self.flow.resume_reading()
 
 
-def protocol_for(app: RestApp) -> type[asyncio.Protocol]:
-    """The protocol class uvicorn instantiates per connection, bound to APP."""
+def protocol_for(app: RestApp, guard: Connections) -> type[asyncio.Protocol]:
+    """The protocol class uvicorn instantiates per connection, bound to APP and GUARD."""
     return type(
         "MserveHttpProtocol",
         (DirectHttpProtocol,),
-        {"app": app, "limit": app.settings.max_body_bytes},
+        {"app": app, "limit": app.settings.max_body_bytes, "guard": guard},
     )

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from mserve.errors import (
+    BrowserRefused,
     InputError,
     MethodNotAllowed,
     NotFoundError,
@@ -94,6 +95,8 @@ class Routes:
         if parts[:1] == ["v2"] and parts[1:2] != ["repository"]:
             return await self._v2(method, parts[1:], scope, receive, started)
         if parts[:1] == ["admin"] or parts[:2] == ["v2", "repository"]:
+            if b"origin" in scope["mserve.headers"]:  # only browsers send one
+                raise BrowserRefused("the admin API does not answer requests from web pages")
             self.admin.authorize(scope["mserve.headers"].get(b"authorization"))
             body = await self.body(scope, receive)
             if parts[0] == "admin":
