@@ -1,0 +1,179 @@
+"""Faults stay local: a version that cannot load, or a model whose files cannot be read, is
+reported for what it is and never stops polling, start-up or the listing of the others; and
+no reply tells a client anything about the host."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import onnx
+import pytest
+from tritonclient.grpc import service_pb2
+
+from mserve.runtime import ModelRunner
+from mserve.server.grpc import OK, SERVICE, InferenceService
+from mserve.server.settings import VersionPolicy
+
+from ..conftest import Cli, Server
+from .conftest import InProcess
+
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def add_version(repo: Path, number: int, change: Callable[[Path], None]) -> Path:
+    """iris:NUMBER, a copy of iris:1 changed by CHANGE, with a manifest that matches it."""
+    version = repo / "iris" / str(number)
+    shutil.copytree(repo / "iris" / "1", version)
+    change(version)
+    if change is manifest_not_json:
+        return version
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["version"] = number
+    model = version / "model.onnx"
+    if model.is_file():
+        manifest["files"]["model.onnx"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    return version
+
+
+def not_onnx(version: Path) -> None:
+    (version / "model.onnx").write_bytes(b"this is not an ONNX model")
+
+
+def nul_in_external_data(version: Path) -> None:
+    model = onnx.load(str(version / "model.onnx"))
+    tensor = onnx.helper.make_tensor("unused", onnx.TensorProto.FLOAT, [1], [0.0])
+    model.graph.initializer.append(tensor)
+    tensor = model.graph.initializer[-1]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "weights\x00.bin"
+    onnx.save(model, str(version / "model.onnx"))
+
+
+def no_model_file(version: Path) -> None:
+    (version / "model.onnx").unlink()
+
+
+def manifest_not_json(version: Path) -> None:
+    (version / "manifest.json").write_text("{not json")
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path, served_repo: Path) -> Path:
+    repo = tmp_path / "models"
+    shutil.copytree(served_repo, repo)
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [
+        (not_onnx, "model 'iris' version 2: model.onnx is not a valid ONNX model"),
+        (nul_in_external_data, "model 'iris' version 2: "),
+    ],
+)
+def test_a_version_that_cannot_load_is_marked_failed_and_the_others_serve(
+    repo_copy: Path, breakage: Callable[[Path], None], reason: str
+) -> None:
+    add_version(repo_copy, 2, breakage)
+    served = InProcess(repo_copy, admin_token=TOKEN)
+    status = served.request("GET", "/v1/models/iris").json()["model_version_status"]
+    failed = next(s for s in status if s["version"] == "2")
+    assert failed["state"] == "END" and failed["status"]["error_message"].startswith(reason)
+    infer = served.request("POST", "/v1/models/iris:predict", json={"instances": [ROW]})
+    assert infer.status_code == 200  # the version before the broken one keeps serving
+    churn = served.request("GET", "/v2/models/churn/ready")
+    assert churn.status_code == 200
+    admin = served.request("GET", "/admin/models/iris", headers=AUTH).json()
+    row = next(v for v in admin["versions"] if v["version"] == 2)
+    assert row["state"] == "END" and row["error"] == failed["status"]["error_message"]
+
+
+@pytest.mark.parametrize(("breakage", "traceback"), [(not_onnx, False), (manifest_not_json, False)])
+def test_a_failed_load_logs_one_line_and_counts_once_however_often_it_is_polled(
+    repo_copy: Path,
+    caplog: pytest.LogCaptureFixture,
+    breakage: Callable[[Path], None],
+    traceback: bool,
+) -> None:
+    add_version(repo_copy, 2, breakage)
+    with caplog.at_level(logging.INFO, logger="mserve.server"):
+        served = InProcess(repo_copy)
+        for _ in range(3):
+            served.server.plane.manager.refresh()
+    lines = [r for r in caplog.records if "iris:2" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert (lines[0].exc_info is not None) == traceback
+    metrics = served.request("GET", "/metrics").text
+    assert 'mserve_model_loads_total{model="iris",outcome="failed",version="2"} 1.0' in metrics
+    assert 'mserve_model_loads_total{model="iris",outcome="loaded",version="1"} 1.0' in metrics
+
+
+def test_an_unexpected_load_error_logs_its_traceback_once(
+    repo_copy: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug in mserve or onnxruntime cannot be made with files; this stands in for one.
+    def bug(path: Path, threads: int = 0) -> Any:
+        raise RuntimeError(f"something broke near {path}")
+
+    monkeypatch.setattr(ModelRunner, "open", bug)
+    with caplog.at_level(logging.INFO, logger="mserve.server"):
+        served = InProcess(repo_copy)
+        for _ in range(3):
+            served.server.plane.manager.refresh()
+    lines = [r for r in caplog.records if "iris:1" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is not None, [r.getMessage() for r in lines]
+    status = served.request("GET", "/v1/models/iris").json()["model_version_status"]
+    message = status[0]["status"]["error_message"]
+    assert message.startswith("model 'iris' version 1: ") and str(repo_copy) not in message
+    assert "RuntimeError" not in message
+
+
+def test_a_model_json_broken_while_serving_keeps_the_model_and_logs_once(
+    repo_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = InProcess(repo_copy)
+    (repo_copy / "churn" / "model.json").unlink(missing_ok=True)
+    (repo_copy / "churn" / "model.json").write_text("{not json")
+    with caplog.at_level(logging.INFO, logger="mserve.server"):
+        for _ in range(3):
+            served.server.plane.manager.refresh()
+    assert served.request("GET", "/v2/models/churn/ready").status_code == 200  # as it was
+    assert served.request("GET", "/v2/models/iris/ready").status_code == 200
+    lines = [r.getMessage() for r in caplog.records if "churn" in r.getMessage()]
+    assert len(lines) == 1 and "model.json" in lines[0], lines
+
+
+# -- start-up: live at once, ready when loaded, whatever fails -------------------------------
+
+
+@pytest.mark.slow
+def test_a_bad_version_does_not_stop_a_start_and_the_good_ones_serve(repo_copy: Path) -> None:
+    add_version(repo_copy, 2, not_onnx)
+    add_version(repo_copy, 3, nul_in_external_data)
+    server = Server(repo_copy, "--version-policy", "all")  # fails unless it becomes ready
+    try:
+        infer = httpx.post(
+            f"{server.url}/v1/models/iris/versions/1:predict", json={"instances": [ROW]}
+        )
+        assert infer.status_code == 200
+        status = httpx.get(f"{server.url}/v1/models/iris").json()["model_version_status"]
+        assert [s["state"] for s in status] == ["AVAILABLE", "END", "END"]
+    finally:
+        assert server.stop() == 0
+    assert server.stderr().count("cannot load iris:2") == 1
+    assert server.stderr().count("cannot load iris:3") == 1
