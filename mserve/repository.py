@@ -75,6 +75,17 @@ class ModelState:
         )
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model in a listing; ``state`` is None when its ``model.json`` cannot be read, and
+    ``problem`` says why (in words that name no host path)."""
+
+    name: str
+    versions: list[int]
+    state: ModelState | None
+    problem: str = ""
+
+
 class Repository:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
@@ -140,7 +151,23 @@ class Repository:
         except FileNotFoundError:
             return ModelState()
         except (OSError, ValueError, TypeError, AttributeError, UsageError) as exc:
-            raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
+            raise RepositoryError(
+                f"{model}: {MODEL_STATE_FILE} is unreadable ({_why_unreadable(exc)})"
+            ) from None
+
+    def entry(self, model: str) -> ModelEntry:
+        """MODEL as a listing shows it: what can be read of it, and what cannot (NotFoundError
+        for an unknown model)."""
+        versions = self.versions(model)
+        try:
+            return ModelEntry(model, versions, self.state(model))
+        except RepositoryError as exc:
+            return ModelEntry(model, versions, None, str(exc))
+
+    def entries(self) -> list[ModelEntry]:
+        """Every model, each with what can be read of it: one unreadable ``model.json`` hides
+        none of the others."""
+        return [self.entry(name) for name in self.models()]
 
     def stored_arrays(self, model: str, version: int, relative: str) -> dict[str, Any] | None:
         """The arrays of a version's ``.npz`` file (SAMPLE_INPUTS, SAMPLE_OUTPUTS), never
@@ -246,6 +273,15 @@ class Repository:
             return manifest
         finally:
             _remove_staging(staging)
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """Why a JSON file could not be read, without its path (replies show this)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or "cannot be read"
+    if isinstance(exc, ValueError | UsageError):
+        return str(exc)  # JSON syntax (line and column), a bad number or label
+    return "a field has the wrong type"
 
 
 def _remove_staging(staging: Path) -> None:

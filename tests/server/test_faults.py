@@ -143,6 +143,32 @@ def test_an_unexpected_load_error_logs_its_traceback_once(
     assert "RuntimeError" not in message
 
 
+def test_a_model_json_that_cannot_be_read_hides_no_other_model(repo_copy: Path) -> None:
+    shutil.copytree(repo_copy / "iris", repo_copy / "broken")
+    (repo_copy / "broken" / "model.json").unlink(missing_ok=True)
+    (repo_copy / "broken" / "model.json").mkdir()  # unreadable as a file, even for root
+
+    listed = Cli(repo_copy)("list", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["iris"]["versions"] == [1] and rows["churn"]["versions"] == [1]
+    assert "model.json" in rows["broken"]["problem"] and rows["iris"]["problem"] == ""
+    table = Cli(repo_copy)("list")
+    assert table.exit_code == 0 and "broken" in table.stdout and "iris" in table.stdout
+
+    served = InProcess(repo_copy, admin_token=TOKEN)
+    reply = served.request("GET", "/admin/models", headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    models = {m["name"]: m for m in reply.json()["models"]}
+    assert models["iris"]["ready"] and models["churn"]["ready"] and models["iris"]["error"] == ""
+    assert "model.json" in models["broken"]["error"] and not models["broken"]["ready"]
+    one = served.request("GET", "/admin/models/broken", headers=AUTH)
+    assert one.status_code == 200 and "model.json" in one.json()["error"]
+    status = served.request("GET", "/v1/models/broken").json()["model_version_status"]
+    assert [(s["version"], s["state"]) for s in status] == [("1", "END")]
+    assert status[0]["status"]["error_message"].startswith("model 'broken': model.json")
+
+
 def test_a_model_json_broken_while_serving_keeps_the_model_and_logs_once(
     repo_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
