@@ -184,6 +184,100 @@ def test_a_model_json_broken_while_serving_keeps_the_model_and_logs_once(
     assert len(lines) == 1 and "model.json" in lines[0], lines
 
 
+# -- clients learn nothing about the host -----------------------------------------------------
+
+CLASS_NAMES = {
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException) and name != "Exception"
+} | {"DecodeError", "JSONDecodeError", "Fail", "InvalidArgument", "InvalidProtobuf", "NoSuchFile"}
+
+
+def host_details(text: str, repo: Path) -> list[str]:
+    found = [str(p) for p in {repo, repo.resolve(), repo.parent} if str(p) in text]
+    words = set(re.findall(r"[A-Za-z_]\w*", text))
+    return found + sorted(CLASS_NAMES & words)
+
+
+@pytest.fixture
+def failing_repo(repo_copy: Path) -> Path:
+    """iris:1 good; iris:2..5 each broken in its own way; 'broken' has a model.json folder."""
+    add_version(repo_copy, 2, not_onnx)
+    add_version(repo_copy, 3, no_model_file)
+    add_version(repo_copy, 4, manifest_not_json)
+    add_version(repo_copy, 5, nul_in_external_data)
+    shutil.copytree(repo_copy / "iris" / "1", repo_copy / "broken" / "1")
+    (repo_copy / "broken" / "model.json").mkdir()
+    return repo_copy
+
+
+def await_outcome(outcome: Any) -> Any:
+    return asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
+
+
+def test_no_reply_carries_a_host_path_or_an_exception_class(failing_repo: Path) -> None:
+    served = InProcess(failing_repo, admin_token=TOKEN, version_policy=VersionPolicy(None))
+    replies: dict[str, str] = {}
+    for path in (
+        "/v1/models/iris",
+        "/v1/models/broken",
+        "/v2/models",
+        "/admin/models",
+        "/admin/models/iris",
+        "/admin/models/broken",
+        "/admin/models/nosuchmodel",
+        *(f"/v1/models/iris/versions/{v}" for v in range(1, 6)),
+        *(f"/v1/models/iris/versions/{v}/metadata" for v in range(2, 6)),
+        *(f"/v2/models/iris/versions/{v}" for v in range(2, 6)),
+        *(f"/v2/models/iris/versions/{v}/ready" for v in range(2, 6)),
+    ):
+        reply = served.request("GET", path, headers=AUTH)
+        assert reply.status_code != 500, (path, reply.text)
+        replies[path] = reply.text
+    for model, operation, version in (
+        ("iris", "promote", 2),
+        ("iris", "promote", 5),
+        ("iris", "retire", 3),
+        ("nosuchmodel", "promote", 1),
+        ("nosuchmodel", "retire", 1),
+    ):
+        path = f"/admin/models/{model}/{operation}"
+        reply = served.request("POST", path, headers=AUTH, json={"version": version})
+        assert reply.status_code != 500, (path, reply.text)
+        replies[f"{path} {version}"] = reply.text
+    statuses = json.loads(replies["/v1/models/iris"])["model_version_status"]
+    errors = {s["version"]: s["status"]["error_message"] for s in statuses}
+    assert set(errors) == {"1", "2", "3", "4", "5"} and errors["1"] == ""
+    assert all(errors[v].startswith(f"model 'iris' version {v}: ") for v in "2345"), errors
+
+    service = InferenceService(served.server.plane, served.server.admin, {})
+    for version in ("2", "3", "4", "5"):
+        for method, kind in (
+            ("ModelMetadata", service_pb2.ModelMetadataRequest),
+            ("ModelReady", service_pb2.ModelReadyRequest),
+        ):
+            outcome: Any = service.call(
+                SERVICE + method, kind(name="iris", version=version).SerializeToString(), {}
+            )
+            text = outcome.message + outcome.payload.decode("latin-1")
+            assert outcome.code == OK or outcome.message, method
+            replies[f"gRPC {method} {version}"] = text
+    index: Any = service.call(
+        SERVICE + "RepositoryIndex",
+        service_pb2.RepositoryIndexRequest().SerializeToString(),
+        {"authorization": f"Bearer {TOKEN}"},
+    )
+    replies["gRPC RepositoryIndex"] = index.message + index.payload.decode("latin-1")
+    load: Any = service.call(
+        SERVICE + "RepositoryModelLoad",
+        service_pb2.RepositoryModelLoadRequest(model_name="nosuchmodel").SerializeToString(),
+        {"authorization": f"Bearer {TOKEN}"},
+    )
+    replies["gRPC RepositoryModelLoad"] = (await_outcome(load)).message
+    leaks = {where: host_details(text, failing_repo) for where, text in replies.items()}
+    assert not {where: found for where, found in leaks.items() if found}, replies
+
+
 # -- start-up: live at once, ready when loaded, whatever fails -------------------------------
 
 
