@@ -297,3 +297,36 @@ def test_a_bad_version_does_not_stop_a_start_and_the_good_ones_serve(repo_copy: 
         assert server.stop() == 0
     assert server.stderr().count("cannot load iris:2") == 1
     assert server.stderr().count("cannot load iris:3") == 1
+
+
+@pytest.mark.slow
+def test_liveness_answers_while_models_load_and_readiness_waits_for_them(
+    repo_copy: Path,
+) -> None:
+    # Many versions, all served: loading them takes a noticeable while at start-up.
+    for number in range(2, 61):
+        add_version(repo_copy, number, lambda version: None)
+    server = Server(repo_copy, "--version-policy", "all", wait=False)
+    seen: list[tuple[int, int, list[str]]] = []  # live, ready, iris's version states
+    try:
+        deadline = time.monotonic() + 60
+        with httpx.Client(timeout=5) as client:
+            while time.monotonic() < deadline and server.process.poll() is None:
+                try:
+                    live = client.get(f"{server.url}/v2/health/live").status_code
+                    ready = client.get(f"{server.url}/v2/health/ready").status_code
+                    states = client.get(f"{server.url}/v1/models/iris").json()
+                except httpx.TransportError:
+                    time.sleep(0.01)
+                    continue
+                versions = states.get("model_version_status", [])
+                seen.append((live, ready, [s["state"] for s in versions]))
+                if ready == 200:
+                    break
+        loading = [states for live, ready, states in seen if live == 200 and ready == 503]
+        assert loading, f"never live before ready: {seen[:3]}"
+        assert any("START" in s or "LOADING" in s for s in loading), loading[:3]
+        assert seen[-1][:2] == (200, 200) and set(seen[-1][2]) == {"AVAILABLE"}
+        assert len(seen[-1][2]) == 60
+    finally:
+        assert server.stop() == 0
