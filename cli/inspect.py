@@ -41,7 +41,7 @@ def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -
         cells = [
             row["name"],
             _ranges(row["versions"]),
-            str(row["versions"][-1]),
+            str(row["versions"][-1]) if row["versions"] else "-",
             ", ".join(f"{k} -> {v}" for k, v in sorted(row["labels"].items())) or unknown,
             _ranges(row["retired"]) or unknown,
         ]

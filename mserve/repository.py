@@ -129,9 +129,13 @@ class Repository:
         names = []
         for entry in self.root.iterdir():
             if entry.is_dir() and not entry.name.startswith("."):
-                with contextlib.suppress(UsageError, RepositoryError):
+                try:
                     if self.versions(entry.name):  # a first export still staging is no model yet
                         names.append(entry.name)
+                except (UsageError, RepositoryError):
+                    continue
+                except OSError:  # listed all the same: whoever reads it next says why it fails
+                    names.append(entry.name)
         return sorted(names)
 
     def versions(self, model: str) -> list[int]:
@@ -158,7 +162,11 @@ class Repository:
     def entry(self, model: str) -> ModelEntry:
         """MODEL as a listing shows it: what can be read of it, and what cannot (NotFoundError
         for an unknown model)."""
-        versions = self.versions(model)
+        try:
+            versions = self.versions(model)
+        except OSError as exc:
+            problem = f"{model}: its folder cannot be read ({exc.strerror})"
+            return ModelEntry(model, [], None, problem)
         try:
             return ModelEntry(model, versions, self.state(model))
         except RepositoryError as exc:

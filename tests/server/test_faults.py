@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import onnx
 import pytest
+import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 
 from mserve.runtime import ModelRunner
@@ -308,6 +309,7 @@ def test_liveness_answers_while_models_load_and_readiness_waits_for_them(
         add_version(repo_copy, number, lambda version: None)
     server = Server(repo_copy, "--version-policy", "all", wait=False)
     seen: list[tuple[int, int, list[str]]] = []  # live, ready, iris's version states
+    grpc_answers = None
     try:
         deadline = time.monotonic() + 60
         with httpx.Client(timeout=5) as client:
@@ -323,10 +325,15 @@ def test_liveness_answers_while_models_load_and_readiness_waits_for_them(
                 seen.append((live, ready, [s["state"] for s in versions]))
                 if ready == 200:
                     break
+                if live == 200 and grpc_answers is None:  # gRPC too, while loading
+                    grpc = grpcclient.InferenceServerClient(server.grpc)
+                    grpc_answers = (grpc.is_server_live(), grpc.is_server_ready())
+                    grpc.close()
         loading = [states for live, ready, states in seen if live == 200 and ready == 503]
         assert loading, f"never live before ready: {seen[:3]}"
         assert any("START" in s or "LOADING" in s for s in loading), loading[:3]
         assert seen[-1][:2] == (200, 200) and set(seen[-1][2]) == {"AVAILABLE"}
         assert len(seen[-1][2]) == 60
+        assert grpc_answers is not None and grpc_answers[0] is True  # ready may have come since
     finally:
         assert server.stop() == 0
