@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mserve.reference import Reference
-from mserve.repository import Repository
+from mserve.repository import ModelState, Repository
 from mserve.signature import TensorSpec
 
 from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
@@ -13,34 +13,39 @@ from .output import console, emit_json, escape, table
 
 
 def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -> None:
-    """List the models in the repository with their versions and labels."""
+    """List the models in the repository with their versions and labels (a model whose
+    model.json cannot be read is listed with the problem)."""
     repository = Repository(repo)
     rows: list[dict[str, Any]] = []
-    for name in repository.models():
-        state = repository.state(name)
+    for entry in repository.entries():
+        state = entry.state or ModelState()
         rows.append(
             {
-                "name": name,
-                "versions": repository.versions(name),
+                "name": entry.name,
+                "versions": entry.versions,
                 "labels": state.labels,
                 "retired": sorted(state.retired),
+                "problem": entry.problem,
             }
         )
     if json:
         emit_json(rows)
         return
+    columns = ["model", "versions", "latest", "labels", "retired"]
+    problems = any(row["problem"] for row in rows)
     models = table(
-        f"Models in {escape(str(repository.root))}",
-        *("model", "versions", "latest", "labels", "retired"),
+        f"Models in {escape(str(repository.root))}", *columns, *(["problem"] if problems else [])
     )
     for row in rows:
-        models.add_row(
+        unknown = "?" if row["problem"] else "-"  # model.json unread: labels and retirements
+        cells = [
             row["name"],
             _ranges(row["versions"]),
-            str(row["versions"][-1]),
-            ", ".join(f"{k} -> {v}" for k, v in sorted(row["labels"].items())) or "-",
-            _ranges(row["retired"]) or "-",
-        )
+            str(row["versions"][-1]) if row["versions"] else "-",
+            ", ".join(f"{k} -> {v}" for k, v in sorted(row["labels"].items())) or unknown,
+            _ranges(row["retired"]) or unknown,
+        ]
+        models.add_row(*cells, *([escape(row["problem"]) or "-"] if problems else []))
     console().print(models)
 
 

@@ -48,6 +48,9 @@ def status_command(
             )
     console().print(versions)
     for entry in report["models"]:
+        if entry.get("error"):  # its model.json cannot be read (admin view)
+            console().print(f"{escape(entry['name'])}: {escape(entry['error'])}")
+    for entry in report["models"]:
         for change in entry.get("history", [])[-3:]:
             console().print(escape(_describe(entry["name"], change)))
 

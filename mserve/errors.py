@@ -195,11 +195,11 @@ def foreign_message(exc: BaseException) -> str:
     """A library's exception as one line fit for a user or a client.
 
     Its first non-empty line, without terminal colours, onnxruntime's prefixes and C++ source
-    locations, with absolute paths cut to their file name, at most 300 characters; the
-    exception's class name when it says nothing.
+    locations, with absolute paths cut to their file name, at most 300 characters; "no reason
+    given" when it says nothing (never its class name: server replies carry these lines).
     """
     text = _ANSI.sub("", str(exc))
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     line = _SOURCE_LOCATION.sub("", _LOAD_PREFIX.sub("", _ORT_PREFIX.sub("", line)))
     line = _ABSOLUTE_PATH.sub(r"\1", line).strip()
-    return line[:FOREIGN_MESSAGE_LIMIT] or type(exc).__name__
+    return line[:FOREIGN_MESSAGE_LIMIT] or "no reason given"

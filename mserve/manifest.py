@@ -76,14 +76,19 @@ class Manifest:
     @classmethod
     def read(cls, version_dir: Path) -> Manifest:
         path = version_dir / MANIFEST_FILE
+        where = f"{version_dir.parent.name}:{version_dir.name}: {MANIFEST_FILE}"
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            raise RepositoryError(f"{version_dir.name}: {MANIFEST_FILE} is missing") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RepositoryError(
-                f"{version_dir.name}: {MANIFEST_FILE} is unreadable ({exc.__class__.__name__})"
-            ) from None
+            raise RepositoryError(f"{where} is missing") from None
+        except OSError as exc:  # the reason without the path: server replies show it
+            raise RepositoryError(f"{where} is unreadable ({exc.strerror})") from None
+        except json.JSONDecodeError as exc:
+            raise RepositoryError(f"{where} is unreadable (not JSON: {exc})") from None
+        except KeyError as exc:
+            raise RepositoryError(f"{where} is unreadable (it lacks the field {exc})") from None
+        except (ValueError, TypeError, AttributeError):
+            raise RepositoryError(f"{where} is unreadable (a field has the wrong type)") from None
 
     def write(self, version_dir: Path) -> None:
         write_json(version_dir / MANIFEST_FILE, self.to_dict())

@@ -75,6 +75,17 @@ class ModelState:
         )
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model in a listing; ``state`` is None when its ``model.json`` cannot be read, and
+    ``problem`` says why (in words that name no host path)."""
+
+    name: str
+    versions: list[int]
+    state: ModelState | None
+    problem: str = ""
+
+
 class Repository:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
@@ -118,9 +129,13 @@ class Repository:
         names = []
         for entry in self.root.iterdir():
             if entry.is_dir() and not entry.name.startswith("."):
-                with contextlib.suppress(UsageError, RepositoryError):
+                try:
                     if self.versions(entry.name):  # a first export still staging is no model yet
                         names.append(entry.name)
+                except (UsageError, RepositoryError):
+                    continue
+                except OSError:  # listed all the same: whoever reads it next says why it fails
+                    names.append(entry.name)
         return sorted(names)
 
     def versions(self, model: str) -> list[int]:
@@ -140,7 +155,27 @@ class Repository:
         except FileNotFoundError:
             return ModelState()
         except (OSError, ValueError, TypeError, AttributeError, UsageError) as exc:
-            raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
+            raise RepositoryError(
+                f"{model}: {MODEL_STATE_FILE} is unreadable ({_why_unreadable(exc)})"
+            ) from None
+
+    def entry(self, model: str) -> ModelEntry:
+        """MODEL as a listing shows it: what can be read of it, and what cannot (NotFoundError
+        for an unknown model)."""
+        try:
+            versions = self.versions(model)
+        except OSError as exc:
+            problem = f"{model}: its folder cannot be read ({exc.strerror})"
+            return ModelEntry(model, [], None, problem)
+        try:
+            return ModelEntry(model, versions, self.state(model))
+        except RepositoryError as exc:
+            return ModelEntry(model, versions, None, str(exc))
+
+    def entries(self) -> list[ModelEntry]:
+        """Every model, each with what can be read of it: one unreadable ``model.json`` hides
+        none of the others."""
+        return [self.entry(name) for name in self.models()]
 
     def stored_arrays(self, model: str, version: int, relative: str) -> dict[str, Any] | None:
         """The arrays of a version's ``.npz`` file (SAMPLE_INPUTS, SAMPLE_OUTPUTS), never
@@ -246,6 +281,15 @@ class Repository:
             return manifest
         finally:
             _remove_staging(staging)
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """Why a JSON file could not be read, without its path (replies show this)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or "cannot be read"
+    if isinstance(exc, ValueError | UsageError):
+        return str(exc)  # JSON syntax (line and column), a bad number or label
+    return "a field has the wrong type"
 
 
 def _remove_staging(staging: Path) -> None:

@@ -129,7 +129,9 @@ def free_port() -> int:
 class Server:
     """A real ``mserve serve`` process on a free loopback port."""
 
-    def __init__(self, repo: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, repo: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
@@ -155,7 +157,8 @@ class Server:
             stderr=self._log_file,
             env={**os.environ, **(env or {})},
         )
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
         import httpx

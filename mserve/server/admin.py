@@ -182,18 +182,24 @@ class Admin:
         return entries
 
     def status(self, model: str | None = None) -> list[dict[str, Any]]:
-        """What the repository holds and what this server does with it, model by model."""
+        """What the repository holds and what this server does with it, model by model; a
+        model whose ``model.json`` cannot be read is listed with its ``error``."""
         repository = self.manager.repository
-        names = [model] if model is not None else repository.models()
+        if model is None:
+            entries = repository.entries()
+        else:
+            try:
+                entries = [repository.entry(model)]
+            except NotFoundError:  # its message names the repository's location
+                raise NotFoundError(f"model '{model}' not found") from None
         snapshot = self.manager.snapshot
         report = []
-        for name in names:
-            versions = repository.versions(name)  # NotFoundError for an unknown model
-            state: ModelState = repository.state(name)
-            statuses = snapshot.status.get(name, {})
-            served_labels = snapshot.labels.get(name, {})
+        for entry in entries:
+            state = entry.state or ModelState()
+            statuses = snapshot.status.get(entry.name, {})
+            served_labels = snapshot.labels.get(entry.name, {})
             rows = []
-            for number in versions:
+            for number in entry.versions:
                 status = statuses.get(number)
                 rows.append(
                     {
@@ -206,8 +212,9 @@ class Admin:
                 )
             report.append(
                 {
-                    "name": name,
-                    "ready": bool(snapshot.served.get(name)),
+                    "name": entry.name,
+                    "ready": bool(snapshot.served.get(entry.name)),
+                    "error": self.manager.redact(entry.problem),
                     "unloaded": state.unloaded,
                     "labels": served_labels,
                     "labels_in_repository": state.labels,

@@ -55,11 +55,13 @@ class Outcome(NamedTuple):
     payload: bytes = b""
 
 
-def failure(exc: BaseException, method: str) -> Outcome:
-    """The one error edge: mserve's errors become their codes with their message; anything
-    else is INTERNAL with a generic message, and one log line for the operator."""
+def failure(exc: BaseException, method: str, redact: Callable[[str], str] | None = None) -> Outcome:
+    """The one error edge: mserve's errors become their codes with their message (without the
+    repository's location, with REDACT); anything else is INTERNAL with a generic message,
+    and one log line for the operator."""
     if isinstance(exc, MserveError):
-        return Outcome(STATUS_CODES.get(exc.http_status, INTERNAL), exc.message)
+        message = exc.message if redact is None else redact(exc.message)
+        return Outcome(STATUS_CODES.get(exc.http_status, INTERNAL), message)
     if isinstance(exc, DecodeError):
         return Outcome(INVALID_ARGUMENT, f"the message is not a valid {method} request")
     log.error("internal error in gRPC %s", method, exc_info=exc)
@@ -107,13 +109,13 @@ class InferenceService:
                 return self._later(result, path.rsplit("/", 1)[-1])
             return Outcome(OK, payload=result.SerializeToString())
         except Exception as exc:
-            return failure(exc, path.rsplit("/", 1)[-1])
+            return failure(exc, path.rsplit("/", 1)[-1], self.plane.manager.redact)
 
     async def _later(self, result: Awaitable[Any], method: str) -> Outcome:
         try:
             return Outcome(OK, payload=(await result).SerializeToString())
         except Exception as exc:
-            return failure(exc, method)
+            return failure(exc, method, self.plane.manager.redact)
 
     # -- methods ----------------------------------------------------------------------------
 

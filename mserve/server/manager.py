@@ -1,7 +1,12 @@
 """Which versions are served, and their loading: the repository is polled, new versions load in
 the background, and the served set is replaced in one assignment, so a request sees either the
-old set or the new one. A version that fails to load is reported and never disturbs the others;
-a version dropped from the set is freed when the last request holding it finishes.
+old set or the new one. A version dropped from the set is freed when the last request holding
+it finishes.
+
+Faults stay local: whatever fails loading one version (or reading one model's files) marks that
+version (or model) failed, with a reason fit for clients, one log line and one count per change,
+never per poll; polling, start-up and the other models go on. While versions load, their state
+says so (START, then LOADING), so readiness is honest from the first moment.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +25,7 @@ from mserve.repository import Repository, default_version
 from mserve.runtime import ModelRunner
 
 from .batching import Batcher, Unbatched
+from .client_safe import Redactor, load_failure
 from .settings import BatchSettings, ServerSettings
 
 if TYPE_CHECKING:
@@ -84,8 +90,13 @@ class ModelManager:
         self.repository = Repository(settings.repository)
         self.snapshot = Snapshot()
         self._make_executor = make_executor
+        self.redact = Redactor(self.repository.root)
         # (model, version) -> (fingerprint of the files that failed, why): not retried until fixed
         self._failed: dict[tuple[str, int], tuple[str, str]] = {}
+        # What cannot be read of the repository ("" for its root), logged once per change.
+        self._unreadable: dict[str, str] = {}
+        # (model, version, "loaded" | "failed") -> how many times: mserve_model_loads_total
+        self.load_events: dict[tuple[str, str, str], int] = {}
         # Loaded ahead of a label move (promote, rollback); adopted by the next refresh.
         self._prepared: dict[tuple[str, int], ServedVersion] = {}
         self._refresh_lock = threading.Lock()
@@ -130,9 +141,11 @@ class ModelManager:
     # -- polling --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.refresh()
-        self._thread = threading.Thread(target=self._poll, name="mserve-poll", daemon=True)
-        self._thread.start()
+        """The first read of the repository, then polling; neither stops at a fault."""
+        self._refresh_safely()
+        if not self._stop.is_set():  # a stop may come while the first read is under way
+            self._thread = threading.Thread(target=self._poll, name="mserve-poll", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -141,19 +154,27 @@ class ModelManager:
 
     def _poll(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s):
-            try:
-                self.refresh()
-            except Exception:  # a bad poll must never stop polling
-                log.exception("repository poll failed")
+            self._refresh_safely()
+
+    def _refresh_safely(self) -> None:
+        try:
+            self.refresh()
+        except Exception as exc:  # a bug; a bad poll must never stop polling (logged once)
+            self._unreadable_now("", "repository poll failed", exc)
 
     def refresh(self, model: str | None = None) -> None:
         """Bring the served set (or one model's) in line with the repository."""
         with self._refresh_lock:
             old = self.snapshot
             if model is None:
+                names = self._models()
+                if names is None:  # the repository cannot be listed: serve what is served
+                    return
+                self._show_pending([n for n in names if n not in old.status])
                 new = Snapshot()
-                for name in self._models():
+                for name in names:
                     self._refresh_model(name, old, new)
+                    self._publish_model(name, new)
             else:
                 new = Snapshot(dict(old.served), dict(old.labels), dict(old.status))
                 for part in (new.served, new.labels, new.status):
@@ -178,29 +199,96 @@ class ModelManager:
                     model, version, settings
                 )
                 if isinstance(loaded, str):
-                    raise NotReady(f"model '{model}' version {version} cannot be loaded: {loaded}")
+                    which = f"model '{model}' version {version}"
+                    why = loaded.removeprefix(f"{which}: ")
+                    raise NotReady(f"{which} cannot be loaded: {why}")
                 self._prepared[(model, version)] = served = loaded
             return served
 
-    def _models(self) -> list[str]:
+    def _models(self) -> list[str] | None:
         try:
-            return self.repository.models()
-        except MserveError as exc:
-            log.warning("cannot read the repository: %s", exc)
-            return []
+            names = self.repository.models()
+        except Exception as exc:
+            self._unreadable_now("", "cannot read the repository", exc)
+            return [] if isinstance(exc, NotFoundError) else None
+        self._readable_again("")
+        return names
+
+    def _unreadable_now(self, what: str, context: str, exc: Exception) -> None:
+        """Log that WHAT ("" for the repository, else a model) cannot be read, once per
+        change; an unexpected exception with its traceback."""
+        reason = str(exc)
+        if self._unreadable.get(what) != reason:
+            expected = isinstance(exc, MserveError | OSError)
+            said = reason.removeprefix(f"{what}: ") if what else reason
+            log.warning("%s: %s", context, said, exc_info=None if expected else exc)
+            self._unreadable[what] = reason
+
+    def _keep_unreadable(
+        self, model: str, versions: list[int], exc: Exception, old: Snapshot, new: Snapshot
+    ) -> None:
+        self._unreadable_now(model, f"cannot read model {model}", exc)
+        if model in old.served:
+            new.served[model] = old.served[model]
+        new.labels[model] = old.labels.get(model, {})
+        # A model never read before shows its versions failed, with the reason.
+        reason = self._model_problem(model, exc)
+        unread = {v: VersionStatus(v, "END", reason) for v in versions}
+        new.status[model] = old.status.get(model) or unread
+
+    def _model_problem(self, model: str, exc: Exception) -> str:
+        """Why MODEL cannot be read, in words fit for clients."""
+        if not isinstance(exc, MserveError | OSError):
+            return f"model '{model}' cannot be read (an unexpected error; see the server log)"
+        text = str(exc) if isinstance(exc, MserveError) else f"{exc.filename}: {exc.strerror}"
+        return f"model '{model}': {self.redact(text.removeprefix(f'{model}: '))}"
+
+    def _readable_again(self, what: str) -> None:
+        if self._unreadable.pop(what, None) is not None:
+            log.info("%s can be read again", f"model {what}" if what else "the repository")
+
+    def _show_pending(self, models: list[str]) -> None:
+        """Publish models seen for the first time with their versions in START, before any
+        loads: status views and readiness then say what is coming (at start-up, everything)."""
+        pending = {model: self._starting(model) for model in models}
+        if pending:
+            current = self.snapshot
+            self.snapshot = replace(current, status={**current.status, **pending}, defaults={})
+
+    def _starting(self, model: str) -> dict[int, VersionStatus]:
+        try:
+            state = self.repository.state(model)
+            versions = [] if state.unloaded else self.repository.versions(model)
+        except Exception:  # reported by the refresh that follows
+            return {}
+        return {v: VersionStatus(v, "START") for v in versions if v not in state.retired}
+
+    def _show_loading(self, model: str, version: int) -> None:
+        current = self.snapshot
+        statuses = {**current.status.get(model, {}), version: VersionStatus(version, "LOADING")}
+        status = {**current.status, model: dict(sorted(statuses.items()))}
+        self.snapshot = replace(current, status=status, defaults={})
+
+    def _publish_model(self, model: str, new: Snapshot) -> None:
+        """During a whole refresh, each model serves as soon as its own versions are loaded."""
+        current = self.snapshot
+        served = {k: v for k, v in current.served.items() if k != model}
+        if model in new.served:
+            served[model] = new.served[model]
+        labels = {**current.labels, model: new.labels.get(model, {})}
+        status = {**current.status, model: new.status.get(model, {})}
+        self.snapshot = Snapshot(served, labels, status)
 
     def _refresh_model(self, model: str, old: Snapshot, new: Snapshot) -> None:
+        versions: list[int] = []
         try:
             versions = self.repository.versions(model)
             state = self.repository.state(model)
             settings = self.settings.defaults.override(state.settings)
-        except MserveError as exc:  # this model stays as it was; the others go on
-            log.warning("%s: %s", model, exc)
-            if model in old.served:
-                new.served[model] = old.served[model]
-            new.labels[model] = old.labels.get(model, {})
-            new.status[model] = old.status.get(model, {})
+        except Exception as exc:  # this model stays as it was; the others go on
+            self._keep_unreadable(model, versions, exc, old, new)
             return
+        self._readable_again(model)
         if state.unloaded:  # taken out of service through the repository extension
             new.labels[model] = {}
             new.status[model] = {
@@ -219,11 +307,12 @@ class ModelManager:
             if latest is not None and newest_served >= latest and number not in labelled:
                 continue
             current = old.served.get(model, {}).get(number) or self._prepared.get((model, number))
-            loaded = (
-                current
-                if current is not None and current.settings == settings
-                else (self._load(model, number, settings))
-            )
+            if current is not None and current.settings == settings:
+                loaded: ServedVersion | str = current
+            else:
+                if (model, number) not in self._failed:
+                    self._show_loading(model, number)
+                loaded = self._load(model, number, settings)
             if isinstance(loaded, ServedVersion):
                 served[number] = loaded
                 status[number] = VersionStatus(number, "AVAILABLE")
@@ -254,8 +343,8 @@ class ModelManager:
             manifest = Manifest.read(self.repository.version_dir(model, version))
             path = self.repository.version_file(model, version, MODEL_FILE)
             fingerprint = f"{manifest.files.get(MODEL_FILE)}:{path.stat().st_mtime_ns}"
-        except (MserveError, OSError) as exc:
-            return self._failure(key, "", str(exc))
+        except Exception as exc:  # whatever it is, it stays with this version
+            return self._failure(key, "", exc)
         failed = self._failed.get(key)
         if failed is not None and failed[0] == fingerprint:
             return failed[1]
@@ -264,16 +353,26 @@ class ModelManager:
             if sha256_file(path) != manifest.files.get(MODEL_FILE):
                 raise MserveError("model.onnx does not match the sha256 in its manifest")
             runner = ModelRunner.open(path, threads=settings.threads)
-        except (MserveError, OSError) as exc:
-            return self._failure(key, fingerprint, str(exc))
+            executor = self._make_executor(model, version, runner, settings)
+        except Exception as exc:  # whatever it is, it stays with this version
+            return self._failure(key, fingerprint, exc)
         self._failed.pop(key, None)
+        self._count(key, "loaded")
         log.info("loaded %s:%s", model, version)
-        executor = self._make_executor(model, version, runner, settings)
         seconds = time.perf_counter() - started
         return ServedVersion(model, version, manifest, runner, settings, executor, seconds)
 
-    def _failure(self, key: tuple[str, int], fingerprint: str, reason: str) -> str:
-        if self._failed.get(key, ("", ""))[1] != reason:  # log each new reason once
-            log.error("cannot load %s:%s: %s", *key, reason)
-        self._failed[key] = (fingerprint, reason)
-        return reason
+    def _failure(self, key: tuple[str, int], fingerprint: str, exc: Exception) -> str:
+        """Record why KEY cannot load; logged and counted once per change (new files or a new
+        reason), not per poll. The reply's reason names no host path; the log has it all."""
+        failure = load_failure(*key, exc, self.redact)
+        if self._failed.get(key) != (fingerprint, failure.reason):
+            trace = None if failure.expected else exc
+            log.error("cannot load %s:%s: %s", *key, failure.detail, exc_info=trace)
+            self._count(key, "failed")
+        self._failed[key] = (fingerprint, failure.reason)
+        return failure.reason
+
+    def _count(self, key: tuple[str, int], outcome: str) -> None:
+        event = (key[0], str(key[1]), outcome)
+        self.load_events[event] = self.load_events.get(event, 0) + 1

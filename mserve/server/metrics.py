@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .models import ModelManager
+    from .manager import ModelManager
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -161,7 +161,7 @@ class _ManagerCollector(Collector):
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snapshot = self.manager.snapshot
         states = GaugeMetricFamily(
             "mserve_model_version_state",
@@ -185,6 +185,14 @@ class _ManagerCollector(Collector):
             for number, served in versions.items():
                 depth.add_metric([model, str(number)], float(served.executor.in_flight))
                 load.add_metric([model, str(number)], served.load_seconds)
+        loads = CounterMetricFamily(
+            "mserve_model_loads",
+            "Load events by outcome: each load, and each new reason a version fails to load.",
+            labels=["model", "version", "outcome"],
+        )
+        for event, count in list(self.manager.load_events.items()):
+            loads.add_metric(list(event), count)
         yield states
         yield depth
         yield load
+        yield loads

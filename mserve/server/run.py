@@ -42,12 +42,18 @@ class Server:
     grpc: Any = None  # the gRPC listener (an asyncio server), once started
     grpc_connections: Any = ()
     grpc_socket: socket.socket | None = None  # bound before any model loads
+    loading: asyncio.Future[None] | None = None  # the first read of the repository
 
     async def start(self) -> None:
-        """Read the repository and load what it serves, then open gRPC (if configured)."""
-        await asyncio.get_running_loop().run_in_executor(None, self.plane.manager.start)
+        """Open gRPC (if configured) and load the models in the background: liveness answers
+        while they load, readiness once the first read of the repository is done (each model's
+        own readiness once its versions are loaded)."""
         if self.settings.grpc_port:
             await self._start_grpc()
+        self.loading = asyncio.get_running_loop().run_in_executor(None, self._load_models)
+
+    def _load_models(self) -> None:
+        self.plane.manager.start()  # never raises: a fault stays with its version or model
         self.plane.started = True
 
     async def _start_grpc(self) -> None:
@@ -71,6 +77,7 @@ class Server:
 
     async def stop(self) -> None:
         self.plane.started = False
+        self.plane.draining = True  # stays not ready even if the first load ends after this
         if self.grpc is not None:
             self.drain()  # calls in flight finish within the grace
             deadline = time.monotonic() + self.settings.shutdown_grace_s

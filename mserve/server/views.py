@@ -120,7 +120,8 @@ def tf_status(
         version = plane.resolve(model, label=label).version
     chosen = [s for n, s in sorted(statuses.items()) if version is None or n == version]
     if not chosen:
-        raise NotFoundError(f"model '{model}' has no version {version}")
+        which = "" if version is None else f" {version}"
+        raise NotFoundError(f"model '{model}' has no version{which}")
     return {"model_version_status": [_tf_version_status(s) for s in chosen]}
 
 

@@ -84,7 +84,7 @@ def test_validate_list_show_predict_round_trip(cli: Cli, published_iris: Path) -
     assert json.loads(validated.stdout)["passed"] is True
 
     listed = json.loads(cli("list", "--json").stdout)
-    assert listed == [{"name": "iris", "versions": [1], "labels": {}, "retired": []}]
+    assert listed == [{"name": "iris", "versions": [1], "labels": {}, "retired": [], "problem": ""}]
 
     shown = json.loads(cli("show", "iris:1", "--json").stdout)
     assert shown["signature"]["inputs"] == [{"name": "X", "dtype": "float32", "shape": [None, 4]}]

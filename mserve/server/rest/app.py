@@ -100,7 +100,9 @@ class RestApp:
 
     def failure(self, exc: Exception, method: str, path: str) -> Reply:
         if isinstance(exc, MserveError):
-            return Reply(exc.http_status, orjson.dumps({"error": exc.message}))
+            # The repository's messages name its location for the CLI; a client never sees it.
+            message = self.plane.manager.redact(exc.message)
+            return Reply(exc.http_status, orjson.dumps({"error": message}))
         # A bug: logged for the operator; the client learns only that it happened.
         log.error("internal error on %s %s", method, path, exc_info=exc)
         return Reply(500, INTERNAL)
