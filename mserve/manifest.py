@@ -74,15 +74,14 @@ class Manifest:
         )
 
     @classmethod
-    def read(cls, version_dir: Path) -> Manifest:
-        path = version_dir / MANIFEST_FILE
+    def parse(cls, data: bytes, where: str) -> Manifest:
+        """A manifest from the bytes of ``manifest.json`` (read by ``Repository.manifest``,
+        confined); ``where`` names the version in messages."""
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise RepositoryError(f"{version_dir.name}: {MANIFEST_FILE} is missing") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return cls.from_dict(json.loads(data.decode("utf-8")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RepositoryError(
-                f"{version_dir.name}: {MANIFEST_FILE} is unreadable ({exc.__class__.__name__})"
+                f"{where}: {MANIFEST_FILE} is unreadable ({exc.__class__.__name__})"
             ) from None
 
     def write(self, version_dir: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import confined
 from .errors import NotFoundError, RepositoryError, UsageError
 from .manifest import MANIFEST_FILE, Manifest, sha256_file, write_json
 from .reference import VERSION, Reference, check_label, check_model_name
@@ -133,13 +135,23 @@ class Repository:
             int(e.name) for e in directory.iterdir() if VERSION.fullmatch(e.name) and e.is_dir()
         )
 
+    def read_bytes(self, model: str, relative: str, *, label: str = "") -> bytes:
+        """A file below ``<repo>/<model>/``, read through ``confined``: no symbolic link on the
+        way, no hard link (UnsafeFile, or MissingFile when it does not exist)."""
+        return confined.read_bytes(
+            self.root, f"{check_model_name(model)}/{relative}", label=label or model
+        )
+
     def state(self, model: str) -> ModelState:
-        path = self.model_dir(model) / MODEL_STATE_FILE
         try:
-            return ModelState.from_dict(json.loads(self._confined(path).read_text("utf-8")))
-        except FileNotFoundError:
+            data = self.read_bytes(model, MODEL_STATE_FILE)
+        except confined.MissingFile:
             return ModelState()
-        except (OSError, ValueError, TypeError, AttributeError, UsageError) as exc:
+        except confined.UnsafeFile as exc:
+            raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
+        try:
+            return ModelState.from_dict(json.loads(data.decode("utf-8")))
+        except (ValueError, TypeError, AttributeError, UsageError) as exc:
             raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
 
     def stored_arrays(self, model: str, version: int, relative: str) -> dict[str, Any] | None:
@@ -147,14 +159,21 @@ class Repository:
         unpickled; None if the version has none."""
         import numpy as np
 
-        path = self.version_file(model, version, relative)
-        if not path.is_file():
+        try:
+            data = self.read_bytes(model, f"{version}/{relative}", label=f"{model}:{version}")
+        except confined.MissingFile:
             return None
-        with np.load(path, allow_pickle=False) as stored:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
 
     def manifest(self, model: str, version: int) -> Manifest:
-        return Manifest.read(self.version_dir(model, version))
+        """A version's manifest, read confined (a link to a manifest elsewhere is refused)."""
+        where = f"{model}:{version}"
+        try:
+            data = self.read_bytes(model, f"{version}/{MANIFEST_FILE}", label=where)
+        except confined.MissingFile:
+            raise RepositoryError(f"{where}: {MANIFEST_FILE} is missing") from None
+        return Manifest.parse(data, where)
 
     def resolve(self, ref: Reference) -> tuple[str, int]:
         """The version a reference names: explicit, by label, else ``stable``, else latest."""

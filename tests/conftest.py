@@ -68,6 +68,52 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path / "models"
 
 
+def record_files(version_dir: Path) -> None:
+    """Re-record the sha256 of every file of a version in its manifest, as an export would:
+    for tests that replace a version's files on purpose and want them trusted."""
+    import hashlib
+    import json
+
+    manifest_path = version_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {
+        str(p.relative_to(version_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(version_dir.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def publish_with_external_data(repo: Path, name: str, weights: list[float]) -> Path:
+    """Publish ``name``:N, ``y = x + W`` with W (float32[4]) kept in ``model.onnx.data`` as a
+    model too large to embed keeps it; returns the version's folder."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "W"], ["y"])],
+        "add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array(weights, np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = repo.parent / f"{name}-source.onnx"
+    onnx.save(model, source)
+    version = mserve.export(source, name=name, repo=repo).path
+    (version / "model.onnx").unlink()
+    onnx.save_model(
+        model,
+        version / "model.onnx",
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
+    record_files(version)
+    return version
+
+
 @pytest.fixture
 def published_iris(repo: Path, iris_pipeline: Any, iris_data: Any) -> Path:
     """``iris:1`` in a fresh repository, exported through the Python API."""
