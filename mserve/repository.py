@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import io
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import confined
-from .errors import NotFoundError, RepositoryError, UsageError
+from .errors import NotFoundError, ReadOnlyRepository, RepositoryError, UsageError
 from .manifest import MANIFEST_FILE, Manifest, sha256_file, write_json
 from .reference import VERSION, Reference, check_label, check_model_name
 
@@ -29,6 +30,8 @@ MODEL_STATE_FILE = "model.json"
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
 LOCK_TIMEOUT_S = 120.0
+# What a write into a read-only mount, or a folder this process may not write, fails with.
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 STABLE = "stable"  # the label a request without a version goes to
@@ -202,21 +205,38 @@ class Repository:
     # -- writing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def _writing(self, model: str) -> Iterator[None]:
+        """Turn a refused write into one line saying the repository is read-only."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY_ERRNOS:
+                raise
+            raise ReadOnlyRepository(
+                f"the model repository is read-only: cannot change {model!r} "
+                f"({os.strerror(exc.errno or 0).lower()})"
+            ) from None
+
+    @contextlib.contextmanager
     def locked(self, model: str) -> Iterator[Path]:
         """Hold the model's write lock; yields the model directory (created if new)."""
         from filelock import FileLock, Timeout  # imported here: most commands never write
 
         self._require_writable_root()
         directory = self.model_dir(model)
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self._confined(directory / LOCK_FILE)), timeout=LOCK_TIMEOUT_S)
+        with self._writing(model):
+            directory.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self._confined(directory / LOCK_FILE)), timeout=LOCK_TIMEOUT_S)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise RepositoryError(
+                    f"{model}: another writer held the lock for {LOCK_TIMEOUT_S:.0f} s"
+                ) from None
         try:
-            with lock:
-                yield directory
-        except Timeout:
-            raise RepositoryError(
-                f"{model}: another writer held the lock for {LOCK_TIMEOUT_S:.0f} s"
-            ) from None
+            yield directory
+        finally:
+            lock.release()
 
     def update_state(self, model: str, change: Callable[[ModelState], None]) -> ModelState:
         """Apply ``change`` to ``model.json`` as one transaction (lock, read, write, rename).
@@ -228,7 +248,8 @@ class Repository:
             before = copy.deepcopy(state.to_dict())
             change(state)
             if state.to_dict() != before:
-                _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
+                with self._writing(model):
+                    _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
             return state
 
     def publish(self, model: str, write: Callable[[Path], Manifest]) -> Manifest:
@@ -240,10 +261,11 @@ class Repository:
         """
         self._require_writable_root()
         directory = self.model_dir(model)
-        directory.mkdir(parents=True, exist_ok=True)
         staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            staging.mkdir()
+            with self._writing(model):
+                directory.mkdir(parents=True, exist_ok=True)
+                staging.mkdir()
             manifest = write(staging)
             manifest.model = model
             manifest.files = {

@@ -175,7 +175,13 @@ def free_port() -> int:
 class Server:
     """A real ``mserve serve`` process on a free loopback port."""
 
-    def __init__(self, repo: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        repo: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
@@ -184,6 +190,7 @@ class Server:
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "mserve",
@@ -232,6 +239,29 @@ class Server:
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def permissions_enforced() -> tuple[str, ...]:
+    """A command prefix under which file permission bits hold. Root ignores them through
+    CAP_DAC_OVERRIDE (and CAP_FOWNER); setpriv drops both from the bounding set, so the child
+    runs as root without them and a chmod'ed folder is really read-only to it."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: no way to make a folder read-only")
+    return (setpriv, "--bounding-set=-dac_override,-fowner")
+
+
+def make_read_only(root: Path) -> None:
+    """Take write permission off ``root`` and everything in it (see permissions_enforced)."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+
+
+def make_writable(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 15) -> bool:
