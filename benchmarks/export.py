@@ -40,7 +40,13 @@ CASES = [
         {"trust_source": True},
     ),
     ("onnx file", S / "iris_classifier.onnx", S / "iris_sample.csv", "onnx", {}),
-    ("pytorch .pt2", S / "iris_mlp.pt2", S / "iris_sample.csv", "torch, onnxscript", {}),
+    (
+        "pytorch .pt2",
+        S / "iris_mlp.pt2",
+        S / "iris_sample.csv",
+        "torch, onnxscript",
+        {"trust_source": True},
+    ),
     (
         "pytorch torchscript",
         S / "iris_mlp_torchscript.pt",
@@ -53,14 +59,14 @@ CASES = [
         S / "iris_two_inputs.keras",
         S / "iris_two_inputs_sample.npz",
         "tensorflow, keras, tf2onnx",
-        {},
+        {"trust_source": True},
     ),
     (
         "tensorflow savedmodel",
         S / "iris_two_inputs_savedmodel",
         S / "iris_two_inputs_sample.npz",
         "tensorflow, tf2onnx",
-        {},
+        {"trust_source": True},
     ),
     ("xgboost .json", S / "iris_xgboost.json", S / "iris_sample.csv", "xgboost, onnxmltools", {}),
     (

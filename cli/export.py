@@ -31,7 +31,8 @@ def export_command(
             help=(
                 "Model file or directory: .onnx; scikit-learn .joblib/.pkl; PyTorch .pt2 or "
                 "TorchScript .pt; TensorFlow SavedModel directory or Keras .keras; XGBoost "
-                ".json/.ubj; LightGBM .txt. Pickle and TorchScript files need --trust-source."
+                ".json/.ubj; LightGBM .txt. Only ONNX, XGBoost and LightGBM files load without "
+                "--trust-source."
             ),
             show_default=False,
         ),
@@ -85,7 +86,11 @@ def export_command(
         bool,
         typer.Option(
             "--trust-source",
-            help="Allow loading a pickle-based source file, which runs code from it.",
+            help=(
+                "Allow a source whose loading or running can execute code stored in it or "
+                "touch files: pickle/joblib, PyTorch .pt2 and TorchScript, TensorFlow "
+                "SavedModel, Keras .keras. Only for files you trust."
+            ),
         ),
     ] = False,
     atol: ToleranceOption = None,

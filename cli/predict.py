@@ -41,12 +41,12 @@ def predict_command(
     if server is not None:
         model, version, raw = _on_server(server, reference, data)
     else:
-        from mserve.manifest import MODEL_FILE
         from mserve.runtime import ModelRunner
+        from mserve.verified import open_model
 
         repository = Repository(repo)
         model, version = repository.resolve(reference)
-        runner = ModelRunner.open(repository.version_file(model, version, MODEL_FILE))
+        runner = ModelRunner.open_verified(open_model(repository, model, version)[1])
         raw = runner.run(data)  # bound to the signature as the server binds a request
     outputs = {name: _plain(value) for name, value in raw.items()}
     if json:

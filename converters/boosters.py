@@ -26,8 +26,8 @@ class _BoosterConverter:
     name: str
     distribution: str
 
-    def runs_code(self, path: Path) -> bool:
-        return False
+    def runs_code(self, path: Path) -> str:
+        return ""  # JSON/UBJ and text tree dumps: data, and trees only compare and add
 
     def accepts(self, obj: Any) -> bool:
         cls = type(obj)

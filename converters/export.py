@@ -151,10 +151,11 @@ def _source_model(
     if not path.exists():
         raise UsageError(f"source {path} does not exist")
     converter = by_name(framework) if framework else for_file(path)
-    if converter.runs_code(path) and not trust_source:
+    risk = converter.runs_code(path)
+    if risk and not trust_source:
+        why = risk if isinstance(risk, str) else "loading it runs code stored in it"
         raise UntrustedSourceError(
-            f"loading {path.name} runs code stored in it (pickle); "
-            "pass --trust-source only if you trust where it came from"
+            f"{path.name}: {why}; pass --trust-source only if you trust where it came from"
         )
     model, notes = converter.load(path)
     record = {

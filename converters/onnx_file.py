@@ -16,8 +16,10 @@ from .registry import Conversion, package_version
 class OnnxFileConverter:
     name = "onnx"
 
-    def runs_code(self, path: Path) -> bool:
-        return False  # protobuf: data only
+    def runs_code(self, path: Path) -> str:
+        # protobuf data; onnxruntime's CPU kernels neither run code nor open files, and the
+        # external data it names is read confined to the model's folder (mserve.onnx_files)
+        return ""
 
     def detect(self, path: Path) -> bool:
         return path.suffix.lower() == ".onnx"

@@ -1,8 +1,9 @@
 """PyTorch models, exported with ``torch.onnx.export``.
 
-Sources: ``.pt2`` files from ``torch.export.save`` (an ExportedProgram: data, safe to load),
-TorchScript ``.pt`` files (``torch.jit.save``: loading runs code, so it needs --trust-source),
-a module built by ``--from-python`` (with ``--weights``, a state dict loaded weights-only), and
+Sources: ``.pt2`` files from ``torch.export.save`` (an ExportedProgram; ``torch.export.load``
+unpickles parts of the archive, so it needs --trust-source), TorchScript ``.pt`` files
+(``torch.jit.save``: code, run when loaded; --trust-source too), a module built by
+``--from-python`` (with ``--weights``, a state dict loaded weights-only), and
 in-process ``nn.Module`` objects. The dynamo exporter is tried first, with a dynamic batch axis;
 when it fails, the TorchScript exporter is used and the manifest notes why.
 
@@ -34,8 +35,13 @@ TORCH_OPSET = 20
 class TorchConverter:
     name = "torch"
 
-    def runs_code(self, path: Path) -> bool:
-        return path.suffix.lower() != ".pt2"  # an ExportedProgram is data; TorchScript is code
+    def runs_code(self, path: Path) -> str:
+        if path.suffix.lower() == ".pt2":
+            return (
+                "loading a .pt2 archive unpickles parts of it (torch.export.load), which runs "
+                "code stored in it"
+            )
+        return "a TorchScript file is code, run when it is loaded and when the model runs"
 
     def detect(self, path: Path) -> bool:
         return path.suffix.lower() in (".pt2", *TORCHSCRIPT_SUFFIXES)

@@ -43,8 +43,10 @@ class Conversion:
 class Converter(Protocol):
     name: str
 
-    def runs_code(self, path: Path) -> bool:
-        """Whether loading ``path`` executes code stored in it (pickle): needs --trust-source."""
+    def runs_code(self, path: Path) -> str:
+        """Why loading or running ``path`` could execute code stored in it or touch files (it
+        then needs --trust-source), e.g. "loading a pickle runs code stored in it"; "" when
+        it cannot. A format is trust-free only if neither loading nor running it can."""
 
     def detect(self, path: Path) -> bool:
         """Whether ``path`` looks like this converter's source format."""

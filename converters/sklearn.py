@@ -32,8 +32,9 @@ class SklearnConverter:
     name = "sklearn"
     suffixes = (".joblib", ".pkl", ".pickle")
 
-    def runs_code(self, path: Path) -> bool:
-        return True  # joblib and pickle files execute code when loaded, whatever their name
+    def runs_code(self, path: Path) -> str:
+        # joblib and pickle files execute code when loaded, whatever their name
+        return "loading a pickle runs code stored in it"
 
     def detect(self, path: Path) -> bool:
         return path.suffix.lower() in self.suffixes

@@ -2,6 +2,9 @@
 
 - A SavedModel directory: one signature (``--signature``, default ``serving_default``) becomes
   the ONNX graph, keeping the signature's input and output names.
+Both file kinds need --trust-source: the model runs for the parity check, and a SavedModel's
+graph ops can write files, while Keras's safe mode only refuses lambda layers at load time.
+
 - A Keras ``.keras`` file (loaded in Keras's safe mode) or an in-process Keras model: Keras
   writes it as a SavedModel first (tf2onnx's ``from_keras`` does not work with Keras 3), so the
   inputs keep the names given by ``keras.Input(name=...)``. Parity compares ONNX with the Keras
@@ -39,8 +42,18 @@ class SavedModelDir:
 class TensorFlowConverter:
     name = "tensorflow"
 
-    def runs_code(self, path: Path) -> bool:
-        return False  # a SavedModel is a graph; .keras files load in safe mode (no lambdas)
+    def runs_code(self, path: Path) -> str:
+        if path.is_dir():
+            return (
+                "a SavedModel's graph runs for the parity check, and graph ops can read and "
+                "write files (tf.io.write_file)"
+            )
+        # Safe mode refuses lambda layers when loading; it says nothing about what custom or
+        # registered layers do when the model runs, and the model runs for the parity check.
+        return (
+            "a .keras model runs for the conversion and parity check, and Keras's safe mode "
+            "does not stop custom layers' code"
+        )
 
     def detect(self, path: Path) -> bool:
         return (path / "saved_model.pb").is_file() or path.suffix.lower() == ".keras"

@@ -13,7 +13,8 @@
     │                                               on a version to retire, a breaking promote)
     ├── EnvironmentProblem       exit 3, HTTP 503   the machine, the disk or an install is at fault
     │   ├── MissingExtraError    exit 3, HTTP 503   an optional framework is not installed
-    │   └── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
+    │   ├── RepositoryError      exit 3, HTTP 500   the repository on disk is unreadable or corrupt
+    │   └── ReadOnlyRepository   exit 3, HTTP 503   a change to a repository that cannot be written
     └── ServingError             exit 3             what a model server answers besides the above
         ├── UnknownHost          HTTP 400           a Host the server does not answer for
         ├── Unauthorized         HTTP 401           a missing or wrong admin token
@@ -51,6 +52,8 @@ One rule per kind of failure, the same for every framework and every command:
     a benchmark gate or a failed request                         (the report)          1
     a framework not installed                                    MissingExtraError     3
     the repository unreadable or corrupt                         RepositoryError       3
+    a change (export, promote, retire, rollback) to a read-only  ReadOnlyRepository    3
+      repository (read-only mount, no write permission)
     the machine: a port in use, a server unreachable             EnvironmentProblem    3
     what a model server answers besides the above                ServingError          3
     Ctrl-C                                                       ("interrupted")       130
@@ -128,6 +131,11 @@ class MissingExtraError(EnvironmentProblem):
 
 class RepositoryError(EnvironmentProblem):
     http_status = 500
+
+
+class ReadOnlyRepository(EnvironmentProblem):
+    """503, as services in read-only (maintenance) mode answer writes: the request is sound and
+    the server is up, but it cannot make the change until the repository is writable again."""
 
 
 class ServingError(MserveError):

@@ -74,21 +74,21 @@ class Manifest:
         )
 
     @classmethod
-    def read(cls, version_dir: Path) -> Manifest:
-        path = version_dir / MANIFEST_FILE
-        where = f"{version_dir.parent.name}:{version_dir.name}: {MANIFEST_FILE}"
+    def parse(cls, data: bytes, where: str) -> Manifest:
+        """A manifest from the bytes of ``manifest.json`` (read by ``Repository.manifest``,
+        confined); ``where`` names the version in messages, which name no host path (server
+        replies show them)."""
+        place = f"{where}: {MANIFEST_FILE}"
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise RepositoryError(f"{where} is missing") from None
-        except OSError as exc:  # the reason without the path: server replies show it
-            raise RepositoryError(f"{where} is unreadable ({exc.strerror})") from None
+            return cls.from_dict(json.loads(data.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise RepositoryError(f"{place} is unreadable (not UTF-8)") from None
         except json.JSONDecodeError as exc:
-            raise RepositoryError(f"{where} is unreadable (not JSON: {exc})") from None
+            raise RepositoryError(f"{place} is unreadable (not JSON: {exc})") from None
         except KeyError as exc:
-            raise RepositoryError(f"{where} is unreadable (it lacks the field {exc})") from None
+            raise RepositoryError(f"{place} is unreadable (it lacks the field {exc})") from None
         except (ValueError, TypeError, AttributeError):
-            raise RepositoryError(f"{where} is unreadable (a field has the wrong type)") from None
+            raise RepositoryError(f"{place} is unreadable (a field has the wrong type)") from None
 
     def write(self, version_dir: Path) -> None:
         write_json(version_dir / MANIFEST_FILE, self.to_dict())

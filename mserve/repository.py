@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
+import io
 import json
 import os
 import secrets
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import NotFoundError, RepositoryError, UsageError
+from . import confined
+from .errors import NotFoundError, ReadOnlyRepository, RepositoryError, UsageError
 from .manifest import MANIFEST_FILE, Manifest, sha256_file, write_json
 from .reference import VERSION, Reference, check_label, check_model_name
 
@@ -27,6 +30,8 @@ MODEL_STATE_FILE = "model.json"
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
 LOCK_TIMEOUT_S = 120.0
+# What a write into a read-only mount, or a folder this process may not write, fails with.
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 STABLE = "stable"  # the label a request without a version goes to
@@ -148,13 +153,23 @@ class Repository:
             int(e.name) for e in directory.iterdir() if VERSION.fullmatch(e.name) and e.is_dir()
         )
 
+    def read_bytes(self, model: str, relative: str, *, label: str = "") -> bytes:
+        """A file below ``<repo>/<model>/``, read through ``confined``: no symbolic link on the
+        way, no hard link (UnsafeFile, or MissingFile when it does not exist)."""
+        return confined.read_bytes(
+            self.root, f"{check_model_name(model)}/{relative}", label=label or model
+        )
+
     def state(self, model: str) -> ModelState:
-        path = self.model_dir(model) / MODEL_STATE_FILE
         try:
-            return ModelState.from_dict(json.loads(self._confined(path).read_text("utf-8")))
-        except FileNotFoundError:
+            data = self.read_bytes(model, MODEL_STATE_FILE)
+        except confined.MissingFile:
             return ModelState()
-        except (OSError, ValueError, TypeError, AttributeError, UsageError) as exc:
+        except confined.UnsafeFile as exc:
+            raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
+        try:
+            return ModelState.from_dict(json.loads(data.decode("utf-8")))
+        except (ValueError, TypeError, AttributeError, UsageError) as exc:
             raise RepositoryError(
                 f"{model}: {MODEL_STATE_FILE} is unreadable ({_why_unreadable(exc)})"
             ) from None
@@ -182,14 +197,21 @@ class Repository:
         unpickled; None if the version has none."""
         import numpy as np
 
-        path = self.version_file(model, version, relative)
-        if not path.is_file():
+        try:
+            data = self.read_bytes(model, f"{version}/{relative}", label=f"{model}:{version}")
+        except confined.MissingFile:
             return None
-        with np.load(path, allow_pickle=False) as stored:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
 
     def manifest(self, model: str, version: int) -> Manifest:
-        return Manifest.read(self.version_dir(model, version))
+        """A version's manifest, read confined (a link to a manifest elsewhere is refused)."""
+        where = f"{model}:{version}"
+        try:
+            data = self.read_bytes(model, f"{version}/{MANIFEST_FILE}", label=where)
+        except confined.MissingFile:
+            raise RepositoryError(f"{where}: {MANIFEST_FILE} is missing") from None
+        return Manifest.parse(data, where)
 
     def resolve(self, ref: Reference) -> tuple[str, int]:
         """The version a reference names: explicit, by label, else ``stable``, else latest."""
@@ -218,21 +240,38 @@ class Repository:
     # -- writing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def _writing(self, model: str) -> Iterator[None]:
+        """Turn a refused write into one line saying the repository is read-only."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY_ERRNOS:
+                raise
+            raise ReadOnlyRepository(
+                f"the model repository is read-only: cannot change {model!r} "
+                f"({os.strerror(exc.errno or 0).lower()})"
+            ) from None
+
+    @contextlib.contextmanager
     def locked(self, model: str) -> Iterator[Path]:
         """Hold the model's write lock; yields the model directory (created if new)."""
         from filelock import FileLock, Timeout  # imported here: most commands never write
 
         self._require_writable_root()
         directory = self.model_dir(model)
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self._confined(directory / LOCK_FILE)), timeout=LOCK_TIMEOUT_S)
+        with self._writing(model):
+            directory.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self._confined(directory / LOCK_FILE)), timeout=LOCK_TIMEOUT_S)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise RepositoryError(
+                    f"{model}: another writer held the lock for {LOCK_TIMEOUT_S:.0f} s"
+                ) from None
         try:
-            with lock:
-                yield directory
-        except Timeout:
-            raise RepositoryError(
-                f"{model}: another writer held the lock for {LOCK_TIMEOUT_S:.0f} s"
-            ) from None
+            yield directory
+        finally:
+            lock.release()
 
     def update_state(self, model: str, change: Callable[[ModelState], None]) -> ModelState:
         """Apply ``change`` to ``model.json`` as one transaction (lock, read, write, rename).
@@ -244,7 +283,8 @@ class Repository:
             before = copy.deepcopy(state.to_dict())
             change(state)
             if state.to_dict() != before:
-                _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
+                with self._writing(model):
+                    _replace_json(directory / MODEL_STATE_FILE, state.to_dict())
             return state
 
     def publish(self, model: str, write: Callable[[Path], Manifest]) -> Manifest:
@@ -256,10 +296,11 @@ class Repository:
         """
         self._require_writable_root()
         directory = self.model_dir(model)
-        directory.mkdir(parents=True, exist_ok=True)
         staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            staging.mkdir()
+            with self._writing(model):
+                directory.mkdir(parents=True, exist_ok=True)
+                staging.mkdir()
             manifest = write(staging)
             manifest.model = model
             manifest.files = {

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import InputError, MserveError, ValidationError, foreign_message
 from .inputs import coerce_tensor, fit_shape, to_feeds
 from .signature import Signature
+from .verified import VerifiedModel
 
 # coerce_tensor and fit_shape live in mserve.inputs; the server still imports them from here.
 __all__ = ["Arrays", "ModelRunner", "coerce_tensor", "create_session", "fit_shape", "max_opset"]
@@ -22,14 +23,25 @@ Arrays = dict[str, "np.ndarray[Any, Any]"]
 
 
 def create_session(
-    model: Path | bytes, *, threads: int = 0, providers: list[str] | None = None
+    model: Path | bytes | VerifiedModel, *, threads: int = 0, providers: list[str] | None = None
 ) -> ort.InferenceSession:
+    """A session on a file, a serialized model, or a verified version (given as bytes only)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
-    source = str(model) if isinstance(model, Path) else model
+    source: str | bytes
+    if isinstance(model, VerifiedModel):
+        source = model.serialized()
+        if model.files:  # the checked bytes; onnxruntime opens no file of the version
+            names = list(model.files)
+            buffers = [model.files[name] for name in names]
+            options.add_external_initializers_from_files_in_memory(
+                names, buffers, [len(b) for b in buffers]
+            )
+    else:
+        source = str(model) if isinstance(model, Path) else model
     try:
         return ort.InferenceSession(
             source, sess_options=options, providers=providers or ["CPUExecutionProvider"]
@@ -92,15 +104,16 @@ class ModelRunner:
 
     @classmethod
     def open(cls, path: Path, threads: int = 0) -> ModelRunner:
-        """Open an ONNX file whose external data (if any) must lie in the file's folder."""
-        import onnx
+        """Open an ONNX file whose external data (if any) must lie in the file's folder; a
+        published version is opened with ``open_verified`` instead."""
+        from .onnx_files import load
 
-        from .onnx_files import check_external_data
+        return cls.open_verified(VerifiedModel(load(path)), threads)
 
-        graph = onnx.load(str(path), load_external_data=False)
-        check_external_data(graph, path.parent)
-        runner = cls(create_session(path, threads=threads), Signature.from_onnx(graph))
-        runner.class_labels = _class_labels(graph)
+    @classmethod
+    def open_verified(cls, model: VerifiedModel, threads: int = 0) -> ModelRunner:
+        runner = cls(create_session(model, threads=threads), Signature.from_onnx(model.model))
+        runner.class_labels = _class_labels(model.model)
         return runner
 
     def coerce(self, inputs: Any) -> Arrays:

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import onnx_files
-from .errors import MserveError, foreign_message
+from .confined import MissingFile, UnsafeFile
+from .errors import MserveError, ValidationError, foreign_message
 from .manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     SAMPLE_INPUTS,
     SAMPLE_OUTPUTS,
     Manifest,
-    sha256_file,
 )
 from .parity import Tolerance, compare_outputs
 from .repository import Repository
 from .runtime import ModelRunner, check_feedable, create_session
 from .signature import CompatibilityReport, Signature, compare_signatures
+from .verified import VerifiedModel, open_model, read_verified
 
 
 @dataclass
@@ -84,26 +84,23 @@ def validate(
 ) -> ValidationReport:
     report = ValidationReport(model, version)
     checks = _Checks(report)
-    directory = repo.version_dir(model, version)
     manifest: Manifest | None = checks.run(
-        "manifest", lambda: _check_manifest(directory, model, version)
+        "manifest", lambda: _check_manifest(repo, model, version)
     )
     checks.run("files", lambda: _check_files(repo, model, version, manifest))
-    onnx_path = repo.version_file(model, version, MODEL_FILE)
-    loaded = checks.run("external data", lambda: onnx_files.load(onnx_path))
-    if loaded is not None:
-        checks.run("onnx checker", lambda: _check_onnx(onnx_path))
-        checks.run("shape inference", lambda: _infer_shapes(loaded))
-        session = checks.run("onnxruntime session", lambda: create_session(onnx_path))
-        signature = Signature.from_onnx(loaded)
+    # The model as the server opens it: every byte confined and matched against the manifest.
+    opened: VerifiedModel | None = None
+    if manifest is not None:
+        opened = checks.run("external data", lambda: open_model(repo, model, version, manifest)[1])
+    if opened is not None:
+        checks.run("onnx checker", lambda: _check_onnx(repo, model, version, opened))
+        checks.run("shape inference", lambda: _infer_shapes(opened.model))
+        session = checks.run("onnxruntime session", lambda: create_session(opened))
+        signature = Signature.from_onnx(opened.model)
         feedable = checks.run("tensor types", lambda: check_feedable(signature))
         if manifest is not None:
             checks.run("signature", lambda: _check_signature(signature, manifest.signature))
-            if (
-                session is not None
-                and feedable
-                and repo.version_file(model, version, SAMPLE_INPUTS).is_file()
-            ):
+            if session is not None and feedable and SAMPLE_INPUTS in manifest.files:
                 runner = ModelRunner(session, signature)
                 checks.run(
                     "samples", lambda: _check_samples(repo, model, version, runner, manifest)
@@ -111,14 +108,20 @@ def validate(
     if against is not None:
         report.against = f"{against[0]}:{against[1]}"
         old = repo.manifest(*against).signature
-        new = manifest.signature if manifest else Signature.from_onnx(loaded) if loaded else None
+        new = (
+            manifest.signature
+            if manifest
+            else Signature.from_onnx(opened.model)
+            if opened
+            else None
+        )
         if new is not None:
             report.compatibility = compare_signatures(old, new)
     return report
 
 
-def _check_manifest(directory: Path, model: str, version: int) -> Manifest:
-    manifest = Manifest.read(directory)
+def _check_manifest(repo: Repository, model: str, version: int) -> Manifest:
+    manifest = repo.manifest(model, version)
     if (manifest.model, manifest.version) != (model, version):
         raise MserveError(
             f"manifest names {manifest.model}:{manifest.version}, not {model}:{version}"
@@ -132,26 +135,38 @@ def _check_files(repo: Repository, model: str, version: int, manifest: Manifest 
     if MODEL_FILE not in manifest.files:
         raise MserveError(f"the manifest does not list {MODEL_FILE}")
     problems = []
-    for relative, digest in manifest.files.items():
-        path = repo.version_file(model, version, relative)
-        if not path.is_file():
+    for relative in manifest.files:
+        try:
+            read_verified(repo, model, version, relative, manifest)
+        except MissingFile:
             problems.append(f"{relative} is missing")
-        elif sha256_file(path) != digest:
+        except UnsafeFile as exc:
+            problems.append(exc.message.removeprefix(f"{model}:{version}: "))
+        except ValidationError:
             problems.append(f"{relative} was modified (sha256 differs)")
     directory = repo.version_dir(model, version)
     for path in sorted(directory.rglob("*")):
         relative = str(path.relative_to(directory))
-        if path.is_file() and relative != MANIFEST_FILE and relative not in manifest.files:
+        listed = relative == MANIFEST_FILE or relative in manifest.files
+        if (path.is_file() or path.is_symlink()) and not listed:
             problems.append(f"{relative} is not in the manifest")
     if problems:
         raise MserveError("; ".join(problems))
     return f"{len(manifest.files)} file(s) match their sha256"
 
 
-def _check_onnx(path: Path) -> str:
+def _check_onnx(repo: Repository, model: str, version: int, opened: VerifiedModel) -> str:
+    """onnx's full check, on the verified bytes when they fit in one message (below 2 GiB)."""
     import onnx
 
-    onnx.checker.check_model(str(path), full_check=True)
+    whole = onnx.ModelProto()
+    whole.CopyFrom(opened.model)
+    onnx_files.embed(whole, opened.files)
+    if whole.ByteSize() < onnx_files.EMBED_LIMIT_BYTES:
+        onnx.checker.check_model(whole, full_check=True)
+    else:  # too large for one message: onnx's checker reads the files (after they were checked)
+        path = repo.version_file(model, version, MODEL_FILE)
+        onnx.checker.check_model(str(path), full_check=True)
     return "full check passed"
 
 

@@ -16,13 +16,13 @@ run mserve export $S/diabetes_regressor.joblib --name diabetes --trust-source --
 run mserve export $S/churn_pipeline.joblib --name churn --trust-source --sample $S/churn_sample.csv
 run mserve export $S/iris_classifier.onnx --name iris --sample $S/iris_sample.csv
 # PyTorch: torch.export, TorchScript, and a factory with a state dict
-run mserve export $S/iris_mlp.pt2 --name iris-torch --sample $S/iris_sample.csv
+run mserve export $S/iris_mlp.pt2 --name iris-torch --trust-source --sample $S/iris_sample.csv
 run mserve export $S/iris_mlp_torchscript.pt --name iris-torchscript --trust-source --sample $S/iris_sample.csv
 run mserve export --from-python sample_models.torch_mlp:build --weights $S/iris_mlp_state_dict.pt \
     --name iris-torch --sample $S/iris_sample.csv
 # TensorFlow / Keras: a Keras 3 file and a SavedModel, two inputs and two outputs
-run mserve export $S/iris_two_inputs.keras --name iris-keras --sample $S/iris_two_inputs_sample.npz
-run mserve export $S/iris_two_inputs_savedmodel --name iris-keras --sample $S/iris_two_inputs_sample.npz
+run mserve export $S/iris_two_inputs.keras --name iris-keras --trust-source --sample $S/iris_two_inputs_sample.npz
+run mserve export $S/iris_two_inputs_savedmodel --name iris-keras --trust-source --sample $S/iris_two_inputs_sample.npz
 # Gradient boosting: native XGBoost and LightGBM files
 run mserve export $S/iris_xgboost.json --name iris-xgboost --sample $S/iris_sample.csv
 run mserve export $S/diabetes_lightgbm.txt --name diabetes-lightgbm --sample $S/diabetes_sample.npy

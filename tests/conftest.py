@@ -68,6 +68,52 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path / "models"
 
 
+def record_files(version_dir: Path) -> None:
+    """Re-record the sha256 of every file of a version in its manifest, as an export would:
+    for tests that replace a version's files on purpose and want them trusted."""
+    import hashlib
+    import json
+
+    manifest_path = version_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {
+        str(p.relative_to(version_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(version_dir.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def publish_with_external_data(repo: Path, name: str, weights: list[float]) -> Path:
+    """Publish ``name``:N, ``y = x + W`` with W (float32[4]) kept in ``model.onnx.data`` as a
+    model too large to embed keeps it; returns the version's folder."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "W"], ["y"])],
+        "add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array(weights, np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = repo.parent / f"{name}-source.onnx"
+    onnx.save(model, source)
+    version = mserve.export(source, name=name, repo=repo).path
+    (version / "model.onnx").unlink()
+    onnx.save_model(
+        model,
+        version / "model.onnx",
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
+    record_files(version)
+    return version
+
+
 @pytest.fixture
 def published_iris(repo: Path, iris_pipeline: Any, iris_data: Any) -> Path:
     """``iris:1`` in a fresh repository, exported through the Python API."""
@@ -130,7 +176,12 @@ class Server:
     """A real ``mserve serve`` process on a free loopback port."""
 
     def __init__(
-        self, repo: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True
+        self,
+        repo: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -140,6 +191,7 @@ class Server:
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "mserve",
@@ -189,6 +241,29 @@ class Server:
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def permissions_enforced() -> tuple[str, ...]:
+    """A command prefix under which file permission bits hold. Root ignores them through
+    CAP_DAC_OVERRIDE (and CAP_FOWNER); setpriv drops both from the bounding set, so the child
+    runs as root without them and a chmod'ed folder is really read-only to it."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: no way to make a folder read-only")
+    return (setpriv, "--bounding-set=-dac_override,-fowner")
+
+
+def make_read_only(root: Path) -> None:
+    """Take write permission off ``root`` and everything in it (see permissions_enforced)."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+
+
+def make_writable(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 15) -> bool:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import pytest
 import mserve
 from mserve.repository import Repository
 from mserve.validation import validate
+
+from .conftest import publish_with_external_data, record_files
 
 
 def checks(report: Any) -> dict[str, bool]:
@@ -46,6 +49,7 @@ def test_a_bfloat16_model_fails_with_the_reason(published_iris: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, published_iris / "iris" / "1" / "model.onnx")
+    record_files(published_iris / "iris" / "1")  # a sound file: only its types are wrong
     report = validate(Repository(published_iris), "iris", 1)
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert "bfloat16" in failed["tensor types"] and "cast it to float32" in failed["tensor types"]
@@ -106,3 +110,49 @@ def test_against_reports_breaking_changes(
     assert report.passed is compatible
     if not compatible:
         assert [c.message for c in report.compatibility.breaking] == ["dimension 1: 4 -> 3"]
+
+
+# -- every file confined and checked against the manifest -----------------------------------
+
+
+def test_a_manifest_that_is_a_symlink_out_of_the_repository_fails(
+    published_iris: Path, tmp_path: Path
+) -> None:
+    manifest = published_iris / "iris" / "1" / "manifest.json"
+    outside = tmp_path / "manifest-elsewhere.json"
+    outside.write_bytes(manifest.read_bytes())
+    manifest.unlink()
+    manifest.symlink_to(outside)
+    report = validate(Repository(published_iris), "iris", 1)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert "symbolic link" in failed["manifest"] and not report.passed
+    assert str(tmp_path) not in str(report.to_dict())
+
+
+def test_a_version_with_external_data_passes(repo: Path) -> None:
+    publish_with_external_data(repo, "ext", [1, 2, 3, 4])
+    report = validate(Repository(repo), "ext", 1)
+    assert report.passed, report.to_dict()
+
+
+def test_tampered_external_data_fails(repo: Path) -> None:
+    version = publish_with_external_data(repo, "ext", [1, 2, 3, 4])
+    (version / "model.onnx.data").write_bytes(np.full(4, 9, np.float32).tobytes())
+    report = validate(Repository(repo), "ext", 1)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert failed["files"] == "model.onnx.data was modified (sha256 differs)"
+    assert "model.onnx.data does not match the sha256" in failed["external data"]
+    assert "onnxruntime session" not in {c.name for c in report.checks}  # never loaded
+    assert not report.passed
+
+
+def test_external_data_hard_linked_to_an_outside_file_fails(repo: Path, tmp_path: Path) -> None:
+    version = publish_with_external_data(repo, "ext", [1, 2, 3, 4])
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(np.full(4, 9, np.float32).tobytes())
+    (version / "model.onnx.data").unlink()
+    os.link(outside, version / "model.onnx.data")
+    record_files(version)  # even with the manifest rewritten to match
+    report = validate(Repository(repo), "ext", 1)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert "hard links" in failed["external data"] and not report.passed

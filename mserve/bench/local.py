@@ -9,13 +9,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import EnvironmentProblem, InputError, foreign_message
-from ..manifest import MODEL_FILE, SAMPLE_INPUTS
+from ..manifest import SAMPLE_INPUTS
 from ..reference import Reference
 from ..repository import Repository
 from ..signature import TensorSpec
+from ..verified import VerifiedModel, open_model
 from .feeds import InputSource, make_inputs, rows
 from .measure import TICK_NS, Array, Measure, Measurement, NoProgress, Progress, Result, Run, rounds
 
@@ -48,11 +48,13 @@ def provider(name: str) -> list[str]:
 class LocalModel:
     """One onnxruntime session and its timing loop."""
 
-    def __init__(self, path: Path, *, threads: int = 0, providers: list[str] | None = None) -> None:
+    def __init__(
+        self, model: VerifiedModel, *, threads: int = 0, providers: list[str] | None = None
+    ) -> None:
         from ..runtime import create_session
 
         started = time.perf_counter()
-        self.session = create_session(path, threads=threads, providers=providers)
+        self.session = create_session(model, threads=threads, providers=providers)
         self.session_seconds = time.perf_counter() - started
         self.first_inference_seconds: float | None = None
 
@@ -168,8 +170,8 @@ def run_local(
         specs = list(repository.manifest(model, number).signature.inputs)
         stored = repository.stored_arrays(model, number, SAMPLE_INPUTS)
         data, origin = rows(specs, source, stored)
-        path = repository.version_file(model, number, MODEL_FILE)
-        runner = LocalModel(path, threads=threads, providers=providers)
+        verified = open_model(repository, model, number)[1]
+        runner = LocalModel(verified, threads=threads, providers=providers)
         return _Version(model, number, runner, specs, data, origin)
 
     ours = open_version(ref)

@@ -19,10 +19,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mserve.errors import MserveError, NotFoundError, NotReady
-from mserve.manifest import MODEL_FILE, Manifest, sha256_file
+from mserve.manifest import MODEL_FILE, Manifest
 from mserve.protocol.tensors import Plan
 from mserve.repository import Repository, default_version
 from mserve.runtime import ModelRunner
+from mserve.verified import open_model
 
 from .batching import Batcher, Unbatched
 from .client_safe import Redactor, load_failure
@@ -340,7 +341,7 @@ class ModelManager:
         """A loaded version, or why it cannot be served (not retried until its files change)."""
         key = (model, version)
         try:
-            manifest = Manifest.read(self.repository.version_dir(model, version))
+            manifest = self.repository.manifest(model, version)
             path = self.repository.version_file(model, version, MODEL_FILE)
             fingerprint = f"{manifest.files.get(MODEL_FILE)}:{path.stat().st_mtime_ns}"
         except Exception as exc:  # whatever it is, it stays with this version
@@ -350,9 +351,9 @@ class ModelManager:
             return failed[1]
         started = time.perf_counter()
         try:
-            if sha256_file(path) != manifest.files.get(MODEL_FILE):
-                raise MserveError("model.onnx does not match the sha256 in its manifest")
-            runner = ModelRunner.open(path, threads=settings.threads)
+            # Every file read once, confined and checked; onnxruntime gets those bytes.
+            _, verified = open_model(self.repository, model, version, manifest)
+            runner = ModelRunner.open_verified(verified, threads=settings.threads)
             executor = self._make_executor(model, version, runner, settings)
         except Exception as exc:  # whatever it is, it stays with this version
             return self._failure(key, fingerprint, exc)

@@ -58,7 +58,9 @@ def test_ctrl_c_at_any_moment_of_a_torch_export_leaves_no_version_and_no_staging
     # Imports (an interrupt inside one would abort a native library or leave numpy half
     # loaded), loading, conversion, parity, publishing, and after the end.
     for delay in (0.2, 0.4, 0.6, 1.5, 2.5, 3.5, 4.5):
-        process = start_export(source, "-n", "iris", "--repo", repo, "--sample", sample)
+        process = start_export(
+            source, "-n", "iris", "--repo", repo, "--sample", sample, "--trust-source"
+        )
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)

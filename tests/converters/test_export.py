@@ -233,7 +233,7 @@ def test_external_data_outside_the_folder_is_refused(
     model = scale_model()
     point_at_external_data(model, location)
     onnx.save(model, source / "m.onnx")
-    with pytest.raises(ValidationError, match="outside the model's folder"):
+    with pytest.raises(ValidationError, match="outside the model's folder|a symbolic link"):
         mserve.export(source / "m.onnx", name="m", repo=repo)
     assert not repo.exists()
 

@@ -121,10 +121,11 @@ def test_dynamo_failure_falls_back_to_the_torchscript_exporter_with_a_note(repo:
     assert result.manifest.parity["passed"]
 
 
-def test_a_pt2_file_needs_no_trust_and_keeps_its_dynamic_batch(repo: Path) -> None:
-    result = mserve.export(
-        SAMPLES / "iris_mlp.pt2", name="mlp", repo=repo, sample=SAMPLES / "iris_sample.csv"
-    )
+def test_a_pt2_file_needs_trust_and_keeps_its_dynamic_batch(repo: Path) -> None:
+    source, sample = SAMPLES / "iris_mlp.pt2", SAMPLES / "iris_sample.csv"
+    with pytest.raises(UntrustedSourceError, match="unpickles parts of it"):
+        mserve.export(source, name="mlp", repo=repo, sample=sample)
+    result = mserve.export(source, name="mlp", repo=repo, sample=sample, trust_source=True)
     assert result.manifest.signature.inputs[0].shape == ("batch", 4)
     assert result.manifest.source["file"] == "iris_mlp.pt2"
     assert result.notes == []
@@ -135,7 +136,9 @@ def test_a_pt2_file_with_a_fixed_batch_says_so(
 ) -> None:
     args = tuple(torch.from_numpy(towers_sample[k]) for k in ("features", "bias"))
     torch.export.save(torch.export.export(towers, args), tmp_path / "fixed.pt2")
-    result = mserve.export(tmp_path / "fixed.pt2", name="fixed", repo=repo, sample=towers_sample)
+    result = mserve.export(
+        tmp_path / "fixed.pt2", name="fixed", repo=repo, sample=towers_sample, trust_source=True
+    )
     assert result.manifest.signature.inputs[0].shape == (6, 4)
     assert any("batch size is fixed at 6" in note for note in result.notes)
 
@@ -259,3 +262,49 @@ def test_wrong_weights_name_the_mismatch(
             repo=repo,
             sample=SAMPLES / "iris_sample.csv",
         )
+
+
+class _WritesMarker:
+    """Unpickling this creates ``path``: the stand-in for any code a pickle can run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return exec, (f"open({str(self.path)!r}, 'w').close()",)
+
+
+def crafted_pt2(tmp_path: Path, marker: Path) -> Path:
+    """iris_mlp.pt2 with one weight stored as a pickle that creates ``marker`` when loaded,
+    as the torch.export archive format allows ("use_pickle")."""
+    import pickle
+    import zipfile
+
+    crafted = tmp_path / "crafted.pt2"
+    with (
+        zipfile.ZipFile(SAMPLES / "iris_mlp.pt2") as original,
+        zipfile.ZipFile(crafted, "w") as out,
+    ):
+        for item in original.infolist():
+            data = original.read(item.filename)
+            if item.filename.endswith("model_weights_config.json"):
+                config = json.loads(data)
+                config["config"]["hidden.weight"]["use_pickle"] = True
+                data = json.dumps(config).encode()
+            elif item.filename.endswith("data/weights/weight_0"):
+                data = pickle.dumps(_WritesMarker(marker), protocol=2)
+            out.writestr(item, data)
+    return crafted
+
+
+def test_a_crafted_pt2_runs_nothing_without_trust(cli: Cli, tmp_path: Path) -> None:
+    from ..conftest import one_line_error
+
+    marker = tmp_path / "pwned"
+    crafted = crafted_pt2(tmp_path, marker)
+    sample = SAMPLES / "iris_sample.csv"
+    one_line_error(cli("export", crafted, "-n", "m", "--sample", sample), 2, "--trust-source")
+    assert not marker.exists()
+    # The file really does run its code when loaded: only the refusal kept it from running.
+    cli("export", crafted, "-n", "m", "--trust-source", "--sample", sample)
+    assert marker.exists()

@@ -41,7 +41,9 @@ def test_tensorflow_names_the_input_too(cli: Cli, tmp_path: Path, source: str) -
         sample = {name: stored[name] for name in stored.files}
     sample["measures"] = sample["measures"][:, :3]
     np.savez(tmp_path / "bad.npz", **sample)
-    result = cli("export", SAMPLES / source, "-n", "m", "--sample", tmp_path / "bad.npz")
+    result = cli(
+        "export", SAMPLES / source, "-n", "m", "--trust-source", "--sample", tmp_path / "bad.npz"
+    )
     one_line_error(result, 1, "the sample's input 'measures' has 3 columns; the model takes 4")
 
 

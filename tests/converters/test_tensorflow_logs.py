@@ -19,7 +19,8 @@ def test_a_tensorflow_export_prints_no_log_lines(tmp_path: Path, source: str) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
     result = subprocess.run(
         [sys.executable, "-m", "mserve", "export", str(SAMPLES / source), "-n", "m",
-         "--repo", str(tmp_path), "--sample", str(SAMPLES / "iris_two_inputs_sample.npz")],
+         "--repo", str(tmp_path), "--trust-source",
+         "--sample", str(SAMPLES / "iris_two_inputs_sample.npz")],
         capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -23,7 +23,9 @@ class InProcess:
     def request(self, method: str, path: str, **options: Any) -> httpx.Response:
         async def run() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.server.rest)
-            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://localhost"
+            ) as client:
                 return await client.request(method, path, **options)
 
         return asyncio.run(run())

@@ -402,3 +402,29 @@ def test_v2_repository_extension_with_tritonclient(admin_server: Server, repo3: 
     assert [e["operation"] for e in history(repo3)] == ["unload", "load"]
     with pytest.raises(InferenceServerException):
         http.get_model_repository_index()
+
+
+def test_admin_changes_to_a_read_only_repository_are_503_with_one_line(repo3: Path) -> None:
+    """503, as services in read-only mode answer writes (see ReadOnlyRepository)."""
+    from ..conftest import make_read_only, make_writable, permissions_enforced
+
+    Repository(repo3).update_state("iris", lambda s: s.labels.update(stable=1))
+    make_read_only(repo3)
+    server = Server(repo3, env=ENV, prefix=permissions_enforced())
+    try:
+        for operation, body in (
+            ("promote", {"version": 2}),
+            ("retire", {"version": 2}),
+            ("rollback", {}),
+        ):
+            reply = admin(server, operation, **body)
+            assert reply.status_code == 503, reply.text
+            assert reply.json() == {
+                "error": "the model repository is read-only: cannot change 'iris' "
+                "(permission denied)"
+            }
+        assert Repository(repo3).state("iris").labels == {"stable": 1}
+        assert served(server) == "1"  # still serving
+    finally:
+        assert server.stop() == 0
+        make_writable(repo3)

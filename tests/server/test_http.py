@@ -42,7 +42,12 @@ def body(label: int = 0) -> bytes:
 
 def post(label: int = 0, *headers: str, version: str = "1.1") -> bytes:
     data = body(label)
-    head = [f"POST {PATH} HTTP/{version}", "Host: localhost", f"Content-Length: {len(data)}", *headers]
+    head = [
+        f"POST {PATH} HTTP/{version}",
+        "Host: localhost",
+        f"Content-Length: {len(data)}",
+        *headers,
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
 
@@ -127,7 +132,8 @@ def test_tf_serving_predict_takes_the_direct_path_too(direct: Server) -> None:
     def predict(label: int, path: str = "/v1/models/iris:predict") -> bytes:
         data = json.dumps({"instances": [ROWS[label]]}).encode()
         return (
-            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
 
@@ -196,7 +202,9 @@ def test_direct_answers_carry_ids_metrics_and_errors(direct: Server) -> None:
         assert second.headers["x-request-id"].isdigit()  # not printable ASCII: replaced
         bad = b'{"inputs": 1}'
         connection.send(
-            f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(bad)}\r\n\r\n".encode() + bad
+            f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Length: {len(bad)}\r\n\r\n".encode()
+            + bad
         )
         error = connection.reply()
         assert error.status == 400 and error.json() == {

@@ -368,7 +368,8 @@ def test_no_access_log_line_is_lost_at_shutdown(served_repo: Path) -> None:
     server = Server(served_repo)
     body = json.dumps(infer_body()).encode()
     request = (
-        f"POST /v2/models/iris/infer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: localhost\r\n"
+        "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
