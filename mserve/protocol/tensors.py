@@ -97,7 +97,7 @@ class Feeds:
         plan = self.plan.get(name)
         if plan is None:
             known = ", ".join(map(repr, self.plan))
-            raise InputError(f"unknown input '{name}'; the model takes {known}")
+            raise InputError(f"unknown input '{shown(name)}'; the model takes {known}")
         if name in self.arrays:
             raise InputError(f"input '{name}' is given twice")
         if not isinstance(shape, list) or not all(
@@ -107,7 +107,7 @@ class Feeds:
             raise InputError(f"input '{name}': 'shape' must be a list of non-negative integers")
         if datatype != plan.datatype:
             raise InputError(
-                f"input '{name}' has datatype {datatype}; the model takes {plan.datatype}"
+                f"input '{name}' has datatype {shown(datatype)}; the model takes {plan.datatype}"
             )
         spec = plan.spec
         if raw is not None:  # exactly the declared dtype and shape: only the shape to check
@@ -140,6 +140,12 @@ def wanted_outputs(
         seen.add(name)
         wanted.append((name, binary))
     return wanted
+
+
+def shown(value: Any) -> str:
+    """A client's value as an error message quotes it: on one line, and short."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if text.isprintable() and len(text) <= 64 else repr(text[:64])
 
 
 def count(shape: Sequence[int]) -> int:
