@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, UsageError, foreign_message
-from .signature import TensorSpec, numpy_dtype
+from .signature import TensorSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -225,55 +225,14 @@ def _column(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def coerce_tensor(spec: TensorSpec, value: Any, *, strict: bool = False) -> np.ndarray[Any, Any]:
     """``value`` as an array of the spec's dtype and shape, or a one-line InputError (STRICT:
     see ``fit_shape``)."""
-    import numpy as np
+    from .coercion import as_array, to_dtype
 
     where = f"input {spec.name!r}"
     if not spec.is_tensor:
         raise InputError(f"{where} has type {spec.dtype}, which mserve cannot feed")
-    try:
-        array = np.asarray(value)
-    except ValueError:
-        raise InputError(f"{where} is not a rectangular array") from None
-    if (
-        array.dtype == object
-        and array.size
-        and not all(isinstance(v, str | bytes) for v in array.flat)
-    ):
-        raise InputError(f"{where} is not a rectangular array of one type")
-    array = _cast(array, spec, where)
+    array = as_array(value, where)
+    array = to_dtype(array, spec, where, value if isinstance(value, list) else None)
     return fit_shape(spec, array, where, strict=strict)
-
-
-def _cast(array: np.ndarray[Any, Any], spec: TensorSpec, where: str) -> np.ndarray[Any, Any]:
-    import numpy as np
-
-    target = numpy_dtype(spec.dtype)
-    kind = array.dtype.kind
-    if spec.dtype == "string":
-        if array.size and kind not in "USO":
-            raise InputError(f"{where} expects strings, got {array.dtype.name} values")
-        return (
-            np.vectorize(_as_text, otypes=[object])(array) if array.size else array.astype(object)
-        )
-    if kind in "USO":
-        raise InputError(f"{where} expects {spec.dtype} values, got strings")
-    if (target.kind in "iub" and kind == "f") and (
-        not np.all(np.isfinite(array)) or np.any(array != np.round(array))
-    ):
-        raise InputError(f"{where} expects {spec.dtype} values, got fractional numbers")
-    if target.kind == "b" and kind in "iuf" and np.any((array != 0) & (array != 1)):
-        raise InputError(f"{where} expects booleans (true/false or 0/1)")
-    if target.kind in "iu" and array.size and kind in "iuf":
-        info = np.iinfo(target)
-        if array.min() < info.min or array.max() > info.max:
-            raise InputError(f"{where}: a value is out of range for {spec.dtype}")
-    return array.astype(target, copy=False)
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
 
 
 def fit_shape(

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from mserve.coercion import as_array, to_dtype
 from mserve.errors import InputError
-from mserve.inputs import coerce_tensor, fit_shape
+from mserve.inputs import fit_shape
 from mserve.signature import V2_BY_DTYPE, Signature, TensorSpec, numpy_dtype
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ class InputPlan(NamedTuple):
 
     spec: TensorSpec
     datatype: str | None  # the V2 datatype a request must declare
-    floats: Any  # the numpy dtype for float inputs, read straight from JSON; else None
     where: str  # how errors name it
 
 
@@ -62,7 +62,6 @@ class Plan:
                 spec.name: InputPlan(
                     spec,
                     V2_BY_DTYPE.get(spec.dtype),
-                    numpy_dtype(spec.dtype) if spec.dtype.startswith("float") else None,
                     f"input {spec.name!r}",
                 )
                 for spec in signature.inputs
@@ -98,7 +97,7 @@ class Feeds:
         plan = self.plan.get(name)
         if plan is None:
             known = ", ".join(map(repr, self.plan))
-            raise InputError(f"unknown input '{name}'; the model takes {known}")
+            raise InputError(f"unknown input '{shown(name)}'; the model takes {known}")
         if name in self.arrays:
             raise InputError(f"input '{name}' is given twice")
         if not isinstance(shape, list) or not all(
@@ -108,18 +107,14 @@ class Feeds:
             raise InputError(f"input '{name}': 'shape' must be a list of non-negative integers")
         if datatype != plan.datatype:
             raise InputError(
-                f"input '{name}' has datatype {datatype}; the model takes {plan.datatype}"
+                f"input '{name}' has datatype {shown(datatype)}; the model takes {plan.datatype}"
             )
         spec = plan.spec
         if raw is not None:  # exactly the declared dtype and shape: only the shape to check
-            array = fit_shape(spec, from_raw(raw, spec, shape, name), plan.where, strict=True)
-        elif plan.floats is not None:  # JSON numbers become floats without loss of sense
-            array = fit_shape(
-                spec, _from_json(data, plan.floats, shape, name), plan.where, strict=True
-            )
-        else:  # integers, booleans, strings: coerce_tensor refuses 1.5 for an int, 2 for a bool
-            array = coerce_tensor(spec, _from_json(data, None, shape, name), strict=True)
-        self.arrays[name] = array
+            array = from_raw(raw, spec, shape, name)
+        else:  # checked exactly: no string, boolean or overflow becomes a number (inputs.py)
+            array = _from_json(data, shape, name, spec, plan.where)
+        self.arrays[name] = fit_shape(spec, array, plan.where, strict=True)
 
     def complete(self) -> dict[str, Array]:
         missing = [name for name in self.plan if name not in self.arrays]
@@ -147,6 +142,12 @@ def wanted_outputs(
     return wanted
 
 
+def shown(value: Any) -> str:
+    """A client's value as an error message quotes it: on one line, and short."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if text.isprintable() and len(text) <= 64 else repr(text[:64])
+
+
 def count(shape: Sequence[int]) -> int:
     total = 1
     for dim in shape:
@@ -154,19 +155,14 @@ def count(shape: Sequence[int]) -> int:
     return total
 
 
-def _from_json(data: Any, dtype: Any, shape: list[int], name: str) -> Array:
-    """The JSON values as an array of ``shape``: of DTYPE if given, else as parsed."""
+def _from_json(data: Any, shape: list[int], name: str, spec: TensorSpec, where: str) -> Array:
+    """The JSON values as an array of the spec's dtype and the declared ``shape``."""
     if data is None:
         raise InputError(f"input '{name}' has neither 'data' nor binary_data_size")
-    try:
-        # Floats go straight to their dtype (numpy then also reads "1.5" or true as a number:
-        # checking every element would cost more than the rest of a small request).
-        array = np.asarray(data, dtype=dtype).reshape(-1)
-    except (ValueError, TypeError, OverflowError):
-        raise InputError(f"input '{name}': 'data' is not a flat or nested list of values") from None
+    array = as_array(data, where)
     if array.size != count(shape):
         raise InputError(f"input '{name}': {array.size} values for shape {shape}")
-    return array.reshape(shape)
+    return to_dtype(array, spec, where, data if isinstance(data, list) else None).reshape(shape)
 
 
 def from_raw(raw: bytes, spec: TensorSpec, shape: list[int], name: str) -> Array:

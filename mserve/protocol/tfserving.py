@@ -20,7 +20,7 @@ import orjson
 from mserve.errors import InputError
 from mserve.inputs import coerce_tensor
 
-from .tensors import Array, Plan, text_of
+from .tensors import Array, Plan, shown, text_of
 
 SIGNATURE = "serving_default"
 TF_DTYPES = {
@@ -57,7 +57,7 @@ def decode_request(verb: str, body: bytes, plan: Plan) -> TfRequest:
         raise InputError("the request must be a JSON object")
     signature_name = request.get("signature_name", SIGNATURE)
     if signature_name not in (SIGNATURE, ""):
-        raise InputError(f"unknown signature_name '{signature_name}'; serving '{SIGNATURE}'")
+        raise InputError(f"unknown signature_name '{shown(signature_name)}'; serving '{SIGNATURE}'")
     names = list(plan.inputs)
     if verb != "predict":
         return TfRequest(verb, _examples(request, plan), True, _answering_output(verb, plan))

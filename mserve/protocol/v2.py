@@ -17,7 +17,17 @@ import orjson
 
 from mserve.errors import InputError
 
-from .tensors import Array, Feeds, InferRequest, Plan, count, from_wire, raw_bytes, wanted_outputs
+from .tensors import (
+    Array,
+    Feeds,
+    InferRequest,
+    Plan,
+    count,
+    from_wire,
+    raw_bytes,
+    shown,
+    wanted_outputs,
+)
 
 HEADER_LENGTH = b"inference-header-content-length"  # the binary extension's header
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -46,7 +56,7 @@ def decode_request(body: bytes, header_length: int | None, plan: Plan) -> InferR
             if size is not None:
                 if type(size) is not int or size < 0 or offset + size > len(binary):
                     raise InputError(
-                        f"input '{tensor.get('name')}': binary_data_size runs past the body"
+                        f"input '{shown(tensor.get('name'))}': binary_data_size runs past the body"
                     )
                 raw = binary[offset : offset + size]
                 offset += size

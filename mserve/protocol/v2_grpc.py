@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2
 
 from mserve.errors import InputError
 
-from .tensors import Array, Feeds, InferRequest, Plan, raw_bytes, text_of, wanted_outputs
+from .tensors import Array, Feeds, InferRequest, Plan, raw_bytes, shown, text_of, wanted_outputs
 
 CONTENTS = {  # the typed contents field of each V2 datatype
     "BOOL": "bool_contents",
@@ -47,8 +47,9 @@ def decode_request(message: Any, plan: Plan) -> InferRequest:
         if not raw:
             field = CONTENTS.get(tensor.datatype)
             if field is None:
+                datatype = shown(tensor.datatype)
                 raise InputError(
-                    f"input '{tensor.name}': datatype {tensor.datatype} has no contents"
+                    f"input '{shown(tensor.name)}': datatype {datatype} has no contents"
                 )
             data = list(getattr(tensor.contents, field))
             if tensor.datatype == "BYTES":

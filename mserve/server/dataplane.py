@@ -183,4 +183,4 @@ def model_of(text: str) -> str:
     try:
         return check_model_name(text)
     except MserveError:
-        raise NotFoundError(f"model '{text[:64]}' not found") from None
+        raise NotFoundError(f"model {text[:64]!r} not found") from None  # !r: one line

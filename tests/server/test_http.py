@@ -247,6 +247,23 @@ def test_a_client_gone_mid_pipeline_leaves_no_error_in_the_log(repo_copy: Path) 
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
+def test_a_client_gone_mid_body_leaves_nothing_in_the_log(repo_copy: Path) -> None:
+    server = Server(repo_copy, "--no-access-log")
+    try:
+        for _ in range(2):  # the first through ASGI, the second on the direct path
+            for _ in range(3):
+                with Connection(server) as connection:
+                    head = f"POST {PATH} HTTP/1.1\r\nHost: test\r\nContent-Length: 400\r\n\r\n"
+                    connection.send(head.encode() + body()[:20])
+                    time.sleep(0.05)
+            assert httpx.post(server.url + PATH, content=body(2)).status_code == 200
+        time.sleep(0.3)
+    finally:
+        assert server.stop() == 0
+    log = server.stderr()
+    assert "Traceback" not in log and "Error" not in log, log[-3000:]
+
+
 def test_sigterm_waits_for_direct_requests_in_a_batch(repo_copy: Path) -> None:
     server = Server(repo_copy, "--max-batch-size", "8", "--batch-delay-ms", "400")
     assert httpx.post(server.url + PATH, content=body()).status_code == 200

@@ -47,8 +47,17 @@ class _Direct:
     connection: uvicorn's own code reads ``response_complete`` (to queue a request pipelined
     behind it), ``keep_alive`` (cleared by a graceful shutdown) and ``disconnected``."""
 
-    __slots__ = ("chunks", "keep_alive", "path", "response_complete", "size", "started")
-    disconnected = False
+    # disconnected is a slot, not a class attribute: uvicorn sets it when a client goes away
+    # mid-body, which on a read-only attribute raised (and logged a traceback) per drop.
+    __slots__ = (
+        "chunks",
+        "disconnected",
+        "keep_alive",
+        "path",
+        "response_complete",
+        "size",
+        "started",
+    )
     message_event = _NoEvent()
 
     def __init__(self, path: str, keep_alive: bool) -> None:
@@ -58,6 +67,7 @@ class _Direct:
         self.chunks: list[bytes] = []
         self.size = 0
         self.response_complete = False
+        self.disconnected = False
 
 
 class DirectHttpProtocol(HttpToolsProtocol):

@@ -21,7 +21,7 @@ from mserve.protocol import tfserving, v2
 from mserve.protocol.compression import inflate
 from mserve.reference import check_label
 
-from .. import views
+from .. import openapi, views
 from ..admin import Admin
 from ..dataplane import DataPlane, model_of, version_of
 from ..manager import ServedVersion
@@ -80,6 +80,7 @@ class Routes:
             "extensions": extensions,
         }
         self.infer_routes: dict[str, InferRoute] = {}
+        self.openapi = openapi.render(server_version)
 
     async def handle(self, scope: Scope, receive: Any, started: float) -> Reply:
         method, path = scope["method"], scope["path"]
@@ -89,6 +90,9 @@ class Routes:
                 known, scope["mserve.headers"], await self.body(scope, receive), started
             )
         parts = [p for p in path.split("/") if p]
+        if path in openapi.PATHS:
+            MethodNotAllowed.unless(method, "GET")
+            return Reply(200, self.openapi)
         if path in ("/metrics", "/monitoring/prometheus/metrics"):
             MethodNotAllowed.unless(method, "GET")
             return Reply(200, self.plane.metrics.render(), METRICS_CONTENT_TYPE.encode())
