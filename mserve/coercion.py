@@ -40,11 +40,15 @@ def as_array(value: Any, where: str) -> Array:
     return array
 
 
-def to_dtype(array: Array, spec: TensorSpec, where: str, lists: Any = None) -> Array:
+def to_dtype(
+    array: Array, spec: TensorSpec, where: str, lists: Any = None, *, booleans: bool = True
+) -> Array:
     """ARRAY (from ``as_array``) as the spec's dtype, refusing whatever would change a value:
     strings or booleans for numbers, fractions for integers, integers out of range (checked
     exactly), floats that overflow the target. LISTS are the nested lists the array was read
-    from, if it was (numpy reads a boolean among numbers as a 0 or a 1)."""
+    from, if it was (numpy reads a boolean among numbers as a 0 or a 1); BOOLEANS is False
+    when they cannot hold one (a JSON text without a ``true`` or ``false`` token), which
+    spares looking for them."""
     target = _numpy_dtype(spec.dtype)
     kind = array.dtype.kind
     if spec.dtype == "string":
@@ -61,7 +65,9 @@ def to_dtype(array: Array, spec: TensorSpec, where: str, lists: Any = None) -> A
         if kind in "iuf" and np.any((array != 0) & (array != 1)):
             raise InputError(f"{where} expects booleans (true/false or 0/1)")
         return array.astype(target, copy=False)
-    if kind == "b" or (lists is not None and array.size and _hides_booleans(lists, array)):
+    if kind == "b" or (
+        booleans and lists is not None and array.size and _hides_booleans(lists, array)
+    ):
         raise InputError(f"{where} expects {spec.dtype} values, got booleans")
     if target.kind == "f":
         return _to_float(array, target, spec.dtype, where)

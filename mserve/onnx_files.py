@@ -137,8 +137,8 @@ def parse(data: bytes, name: str) -> onnx.ModelProto:
 
     try:
         return onnx.load_from_string(data)
-    except (DecodeError, ValueError, RuntimeWarning) as exc:
-        raise ValidationError(f"{name} is not a valid ONNX file ({exc})") from None
+    except (DecodeError, ValueError, RuntimeWarning):  # protobuf's reason says no more
+        raise ValidationError(f"{name} is not a valid ONNX model") from None
 
 
 def load(path: Path) -> onnx.ModelProto:

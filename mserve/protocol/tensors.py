@@ -87,9 +87,10 @@ class Feeds:
     """Decoded inputs, checked against the plan. A request declares each input's shape, so the
     rank must match exactly (no batch axis is added, unlike a local ``predict``)."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, booleans: bool = True) -> None:
         self.plan = plan.inputs
         self.arrays: dict[str, Array] = {}
+        self.booleans = booleans  # False: the JSON has no true or false anywhere
 
     def add(self, name: Any, datatype: Any, shape: Any, raw: bytes | None, data: Any) -> None:
         if not isinstance(name, str):
@@ -113,7 +114,7 @@ class Feeds:
         if raw is not None:  # exactly the declared dtype and shape: only the shape to check
             array = from_raw(raw, spec, shape, name)
         else:  # checked exactly: no string, boolean or overflow becomes a number (inputs.py)
-            array = _from_json(data, shape, name, spec, plan.where)
+            array = _from_json(data, shape, name, spec, plan.where, booleans=self.booleans)
         self.arrays[name] = fit_shape(spec, array, plan.where, strict=True)
 
     def complete(self) -> dict[str, Array]:
@@ -155,14 +156,17 @@ def count(shape: Sequence[int]) -> int:
     return total
 
 
-def _from_json(data: Any, shape: list[int], name: str, spec: TensorSpec, where: str) -> Array:
+def _from_json(
+    data: Any, shape: list[int], name: str, spec: TensorSpec, where: str, *, booleans: bool
+) -> Array:
     """The JSON values as an array of the spec's dtype and the declared ``shape``."""
     if data is None:
         raise InputError(f"input '{name}' has neither 'data' nor binary_data_size")
     array = as_array(data, where)
     if array.size != count(shape):
         raise InputError(f"input '{name}': {array.size} values for shape {shape}")
-    return to_dtype(array, spec, where, data if isinstance(data, list) else None).reshape(shape)
+    lists = data if isinstance(data, list) else None
+    return to_dtype(array, spec, where, lists, booleans=booleans).reshape(shape)
 
 
 def from_raw(raw: bytes, spec: TensorSpec, shape: list[int], name: str) -> Array:

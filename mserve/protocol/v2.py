@@ -45,7 +45,8 @@ def decode_request(body: bytes, header_length: int | None, plan: Plan) -> InferR
     tensors = request.get("inputs")
     if type(tensors) is not list:
         raise InputError("the request needs an 'inputs' list")
-    feeds = Feeds(plan)
+    # Looking for a boolean among numbers costs; a body without the tokens has none.
+    feeds = Feeds(plan, booleans=b"true" in header or b"false" in header)
     offset = 0
     for tensor in tensors:
         if type(tensor) is not dict:

@@ -108,6 +108,9 @@ class Unbatched:
         except TimeoutError:
             run.stop()  # wait_for cancelled the job if it had not started
             raise TimedOut(f"no answer within {self.settings.timeout_s:g} s") from None
+        except asyncio.CancelledError:  # the grace of a shutdown is over, or the caller left
+            run.stop()
+            raise
         self.measured(run.cost)
         if self.observer is not None and inference_s:
             self.observer.inference_only(inference_s)
@@ -149,7 +152,7 @@ class Run:
             self.options.terminate = True
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a batch is searched for one
 class _Item:
     feeds: Arrays
     rows: int
@@ -191,12 +194,18 @@ class Batcher:
                 self.settings.timeout_s - (time.perf_counter() - started),
             )
         except TimeoutError:
-            item.future.cancel()  # a batch not yet started skips it
-            if self.running is not None and item in self.running[0]:
-                batch, options = self.running
-                if all(other.future.done() for other in batch):
-                    options.terminate = True  # nobody waits for this batch any more
+            self._abandon(item)
             raise TimedOut(f"no answer within {self.settings.timeout_s:g} s") from None
+        except asyncio.CancelledError:  # the grace of a shutdown is over, or the caller left
+            self._abandon(item)
+            raise
+
+    def _abandon(self, item: _Item) -> None:
+        item.future.cancel()  # a batch not yet started skips it
+        if self.running is not None and item in self.running[0]:
+            batch, options = self.running
+            if all(other.future.done() for other in batch):
+                options.terminate = True  # nobody waits for this batch any more
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.busy or not self.pending:

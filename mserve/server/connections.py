@@ -2,7 +2,9 @@
 descriptors or hold them with requests it never finishes.
 
 - A cap on open connections (HTTP and gRPC together). One over it is answered at once (HTTP:
-  503 and close; gRPC: GOAWAY) and closed, so it holds its descriptor for no time.
+  503; gRPC: GOAWAY) and closed as soon as the client has its answer, within a second; at
+  most ``LINGERING`` refused ones wait so at a time, the rest are closed without an answer, so
+  a flood holds no more descriptors than the cap and that.
 - A read deadline: a request (headers and body) must arrive whole within ``read_timeout_s`` of
   its first byte, or of the connection's start for the first. A sweep every second finds the
   late ones (HTTP: 408 and close; gRPC: the call ends with DEADLINE_EXCEEDED). One sweep
@@ -20,6 +22,7 @@ from typing import Protocol
 log = logging.getLogger("mserve.server")
 SWEEP_SECONDS = 1.0
 RESERVED_FILES = 128  # descriptors kept for models, logs, threads and the repository
+LINGERING = 64  # refused connections kept open at once for their answer to arrive
 MOST_CONNECTIONS = 10_000  # the default cap, where the file limit allows more
 
 
@@ -33,6 +36,7 @@ class Connections:
         self.cap = cap
         self.read_timeout_s = read_timeout_s
         self.open: set[Guarded] = set()
+        self.lingering: set[Guarded] = set()  # refused, half-closed, until the client's EOF
         self.refused = 0  # connections over the cap, for the log
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -48,8 +52,17 @@ class Connections:
             self._schedule()
         return True
 
+    def linger(self, connection: Guarded) -> bool:
+        """Whether refused CONNECTION may stay open for its answer to arrive (else it is
+        closed at once)."""
+        if len(self.lingering) >= LINGERING:
+            return False
+        self.lingering.add(connection)
+        return True
+
     def closed(self, connection: Guarded) -> None:
         self.open.discard(connection)
+        self.lingering.discard(connection)
 
     def _schedule(self) -> None:
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)

@@ -134,6 +134,7 @@ class GrpcProtocol(asyncio.Protocol):
         self.peer_frame = DEFAULT_FRAME
         self.table_update = b""  # an HPACK size update our next header block must start with
         self.going_away = False
+        self.refused = False  # over the connection cap: answered GOAWAY, being closed
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -- connection -------------------------------------------------------------------------
@@ -141,13 +142,20 @@ class GrpcProtocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         if not self.guard.admit(self):
+            if not self.guard.linger(self):
+                transport.abort()
+                return
             # Refused before a call: the client may try again, on this server or another.
             why = b"too many connections"
             transport.write(
                 _frame(SETTINGS, 0, 0)
                 + _frame(GOAWAY, 0, 0, struct.pack(">II", 0, ENHANCE_YOUR_CALM) + why)
             )
-            transport.close()
+            # Half-closed, what still comes dropped, closed on the client's EOF or in a second:
+            # closing at once would reset the connection and lose the GOAWAY.
+            transport.write_eof()
+            self.refused = True
+            self.loop.call_later(1.0, transport.close)
             return
         self.connections.add(self)
         stream_window = min(self.limit + DEFAULT_WINDOW, LARGEST_WINDOW)  # one message each
@@ -167,6 +175,8 @@ class GrpcProtocol(asyncio.Protocol):
         self.connections.discard(self)
         self.guard.closed(self)
         self.streams.clear()
+        for task in self.tasks:  # nobody to answer: their runs stop
+            task.cancel()
 
     def sweep(self, now: float, timeout: float) -> None:
         """A connection without its preface, or a call whose message has not all come, in
@@ -214,6 +224,8 @@ class GrpcProtocol(asyncio.Protocol):
     # -- frames in --------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.leftover:  # at most one frame's worth: frames are at most MAX_FRAME
             data, self.leftover = self.leftover + data, b""
         if not self.preface:

@@ -128,10 +128,10 @@ def test_an_unexpected_load_error_logs_its_traceback_once(
     repo_copy: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A bug in mserve or onnxruntime cannot be made with files; this stands in for one.
-    def bug(path: Path, threads: int = 0) -> Any:
-        raise RuntimeError(f"something broke near {path}")
+    def bug(verified: Any, threads: int = 0) -> Any:
+        raise RuntimeError(f"something broke near {repo_copy}")
 
-    monkeypatch.setattr(ModelRunner, "open", bug)
+    monkeypatch.setattr(ModelRunner, "open_verified", bug)
     with caplog.at_level(logging.INFO, logger="mserve.server"):
         served = InProcess(repo_copy)
         for _ in range(3):

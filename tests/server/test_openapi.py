@@ -4,6 +4,7 @@ route the server answers is described, and every described route is answered).""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pydantic
@@ -56,8 +57,11 @@ ANSWERED = [  # every route shape rest/routes.py answers, with concrete names
 
 
 @pytest.fixture(scope="module")
-def admin_app(served_repo: Path) -> InProcess:
-    return InProcess(served_repo, admin_token=TOKEN)
+def admin_app(tmp_path_factory: pytest.TempPathFactory, served_repo: Path) -> InProcess:
+    """On a private copy: the admin routes it calls change the repository (unload, promote)."""
+    repo = tmp_path_factory.mktemp("openapi") / "models"
+    shutil.copytree(served_repo, repo)
+    return InProcess(repo, admin_token=TOKEN)
 
 
 @pytest.fixture(scope="module")

@@ -378,7 +378,9 @@ def test_no_access_log_line_is_lost_at_shutdown(served_repo: Path) -> None:
         )
         received = b""
         while received.count(b"HTTP/1.1 200") < 200:
-            received += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, received[-300:]  # closed before every answer came
+            received += chunk
     assert server.stop() == 0
     ids = {json.loads(line)["id"] for line in server.stderr().splitlines() if line.startswith("{")}
     assert {f"burst-{i}" for i in range(200)} <= ids

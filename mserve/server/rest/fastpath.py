@@ -84,7 +84,10 @@ class DirectHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if not self.guard.admit(self):
-            self._refuse(503, b"too many connections; retry later")
+            if self.guard.linger(self):
+                self._refuse(503, b"too many connections; retry later")
+            else:
+                transport.abort()
             return
         self.reading_since = self.loop.time()
 
