@@ -22,6 +22,8 @@ class HostCheck:
         self.bound = bound.lower()
         self.any_address = _unspecified(bound)
         self.verdicts: dict[bytes, bool] = {}
+        # Host values already allowed (no Host too): what the fast path tests, without a call
+        self.known: set[bytes | None] = {None}
 
     def __call__(self, host: bytes | None) -> bool:
         if host is None or self.any:
@@ -31,6 +33,8 @@ class HostCheck:
             verdict = self._allowed(host.decode("latin-1").lower())
             if len(self.verdicts) < MAX_REMEMBERED:
                 self.verdicts[host] = verdict
+                if verdict:
+                    self.known.add(host)
         return verdict
 
     def _allowed(self, host: str) -> bool:
