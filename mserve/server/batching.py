@@ -131,9 +131,9 @@ class Run:
         start = time.thread_time()
         result = job(self)
         # CPU time, not wall time: what the call would hold the loop for, without the waits
-        # for the GIL that the loop's own work causes (a wall time would keep a cheap model
-        # off the loop under load). A small model runs on the calling thread; a large one,
-        # partly on onnxruntime's pool, costs more than a millisecond here all the same.
+        # for the GIL that the loop's own work causes (a wall time kept a cheap model off the
+        # loop under load). onnxruntime's calling thread works, or spins waiting for its pool,
+        # through the whole run, so a model's parallel work is counted too.
         self.cost = time.thread_time() - start
         return result, self.inference_s
 
