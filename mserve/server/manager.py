@@ -12,14 +12,17 @@ says so (START, then LOADING), so readiness is honest from the first moment.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mserve import confined
 from mserve.errors import MserveError, NotFoundError, NotReady
-from mserve.manifest import MODEL_FILE, Manifest
+from mserve.manifest import Manifest
 from mserve.protocol.tensors import Plan
 from mserve.repository import Repository, default_version
 from mserve.runtime import ModelRunner
@@ -342,8 +345,12 @@ class ModelManager:
         key = (model, version)
         try:
             manifest = self.repository.manifest(model, version)
-            path = self.repository.version_file(model, version, MODEL_FILE)
-            fingerprint = f"{manifest.files.get(MODEL_FILE)}:{path.stat().st_mtime_ns}"
+            folder = self.repository.version_dir(model, version)
+            # every file the manifest lists (external data too): fixing any one is a retry
+            fingerprint = ";".join(
+                f"{name}:{sha256}:{_stamp(folder, name)}"
+                for name, sha256 in sorted(manifest.files.items())
+            )
         except Exception as exc:  # whatever it is, it stays with this version
             return self._failure(key, "", exc)
         failed = self._failed.get(key)
@@ -377,3 +384,11 @@ class ModelManager:
     def _count(self, key: tuple[str, int], outcome: str) -> None:
         event = (key[0], str(key[1]), outcome)
         self.load_events[event] = self.load_events.get(event, 0) + 1
+
+
+def _stamp(folder: Path, name: str) -> int:
+    """When FOLDER/NAME last changed (-1: missing, or a name that leaves the folder)."""
+    try:
+        return os.lstat(folder / confined.check_relative(name)).st_mtime_ns
+    except (OSError, confined.UnsafeFile):
+        return -1

@@ -51,7 +51,9 @@ def test_external_data_hard_linked_out_of_the_repository_is_never_served(
 
 def test_tampered_external_data_is_refused_at_load(repo: Path) -> None:
     version = publish_with_external_data(repo, "ext", [1, 2, 3, 4])
-    (version / "model.onnx.data").write_bytes(np.full(4, 555, np.float32).tobytes())
+    weights = version / "model.onnx.data"
+    published = weights.read_bytes()
+    weights.write_bytes(np.full(4, 555, np.float32).tobytes())
     server = Server(repo, "--version-policy", "all")
     try:
         answer = _predict(server, "/versions/1")
@@ -59,5 +61,8 @@ def test_tampered_external_data_is_refused_at_load(repo: Path) -> None:
         status = httpx.get(f"{server.url}/v1/models/ext/versions/1", timeout=10).json()
         error = status["model_version_status"][0]["status"]["error_message"]
         assert "model.onnx.data does not match the sha256 in its manifest" in error
+        # Put right (only the data file changes): the version is tried again and served.
+        weights.write_bytes(published)
+        assert wait_until(lambda: _predict(server, "/versions/1").status_code == 200)
     finally:
         assert server.stop() == 0
