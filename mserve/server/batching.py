@@ -138,9 +138,9 @@ class Run:
         return result, self.inference_s
 
     def __call__(self, feeds: Arrays) -> list[Any]:
+        self.options = _stoppable()  # before the check: a stop in between still reaches the run
         if self.stopped:
             raise TimedOut("timed out before it ran")
-        self.options = _stoppable()
         start = time.perf_counter()
         try:
             return self.runner.run_arrays(feeds, self.options)
@@ -176,7 +176,9 @@ class Batcher:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-batch")
 
     def admit(self) -> None:
-        waiting = self.in_flight - (len(self.running[0]) if self.running is not None else 0)
+        running = self.running[0] if self.running is not None else ()
+        # the answered (timed-out) ones of the running batch are out of in_flight already
+        waiting = self.in_flight - sum(not item.future.done() for item in running)
         if waiting >= self.settings.max_queue:
             raise Overloaded("the model's queue is full; retry later")
         self.in_flight += 1

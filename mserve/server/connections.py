@@ -68,13 +68,14 @@ class Connections:
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
 
     def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for connection in list(self.open):
-            connection.sweep(now, self.read_timeout_s)
-        self._sweeper = None
-        if self.open:
-            self._schedule()
+        now = asyncio.get_running_loop().time()
+        try:
+            for connection in list(self.open):
+                connection.sweep(now, self.read_timeout_s)
+        finally:  # a fault in one connection's sweep never stops the sweeping
+            self._sweeper = None
+            if self.open:
+                self._schedule()
 
 
 def default_cap() -> int:

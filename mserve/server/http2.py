@@ -117,7 +117,8 @@ class GrpcProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: Any = None
         self.loop = asyncio.get_running_loop()
-        self.started = self.loop.time()
+        self.idle_since = self.loop.time()  # no call open and none begun since (see sweep)
+        self.swept_stream = 0  # the newest stream id at the last sweep
         self.leftover = b""  # the start of a frame not yet complete
         self.preface = False
         self.decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
@@ -179,12 +180,18 @@ class GrpcProtocol(asyncio.Protocol):
             task.cancel()
 
     def sweep(self, now: float, timeout: float) -> None:
-        """A connection without its preface, or a call whose message has not all come, in
-        TIMEOUT seconds: the first is closed, the second ends with DEADLINE_EXCEEDED."""
+        """Past TIMEOUT seconds: a connection without its preface is closed; one idle (no call
+        open or begun) is told to go away, as grpc's max_connection_idle does, so idle clients
+        cannot fill the connection cap; a call whose message has not all come ends with
+        DEADLINE_EXCEEDED. Activity is read off the newest stream id: nothing per call."""
         if self.transport.is_closing():
             return
-        if not self.preface:
-            if now - self.started > timeout:
+        if self.streams or self.last_stream != self.swept_stream:
+            self.swept_stream, self.idle_since = self.last_stream, now
+        elif now - self.idle_since > timeout:
+            if self.preface:
+                self.go_away()
+            else:
                 self.transport.close()
             return
         out: list[bytes] = []

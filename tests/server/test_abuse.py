@@ -219,3 +219,22 @@ def test_the_shutdown_grace_bounds_the_drain(tmp_path: Path) -> None:
     # The request was cut short: no answer, or not a successful one.
     answered = replies and isinstance(replies[0], httpx.Response)
     assert replies and not (answered and replies[0].status_code == 200)
+
+
+def test_an_idle_grpc_connection_is_told_to_go_away(served_repo: Path) -> None:
+    server = Server(served_repo, "--read-timeout", "1")
+    try:
+        with RawConnection(server) as idle:
+            idle.send(4, 0, 0)  # SETTINGS, then nothing: no call, ever
+            goaway = [f for f in idle.frames() if f[0] == 7]  # until the server closes
+        assert goaway and int.from_bytes(goaway[0][3][4:8], "big") == 0  # NO_ERROR
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_compressed_body_is_never_judged_cheap(inprocess: Any) -> None:
+    """A small gzip body may inflate to the body limit, so it never runs on the event loop."""
+    routes = inprocess.server.rest.routes
+    assert routes.size({}, b"x" * 100) == 100
+    assert routes.size({b"content-encoding": b"gzip"}, b"x" * 100) == routes.limit
+    assert routes.size({b"content-encoding": b"identity"}, b"x" * 100) == 100

@@ -152,7 +152,7 @@ class RestApp:
                 self.check_host(head)
             served = self.plane.resolve(route.model, route.version, route.label)
             decode, encode = self.routes.codec(route, head, body)
-            size = 0 if body is None else len(body)
+            size = self.routes.size(head, body)
             if not self.plane.runs_now(served, size):
                 later = self.plane.infer(served, route.protocol, started, decode, encode, size=size)
                 return self._answer_later(later, head, path, started)

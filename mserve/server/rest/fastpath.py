@@ -138,7 +138,8 @@ class DirectHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
-        self.reading_since = self.loop.time()  # the next request's time starts
+        # The next request's time starts, unless it has already arrived (pipelined).
+        self.reading_since = None if self.pipeline else self.loop.time()
         if self._asgi_cycles:
             self._asgi_cycles = [c for c in self._asgi_cycles if not c.response_complete]
         super().on_response_complete()

@@ -203,7 +203,7 @@ class Routes:
     ) -> Reply:
         served = self.plane.resolve(route.model, route.version, route.label)
         decode, encode = self.codec(route, headers, body)
-        size = 0 if body is None else len(body)
+        size = self.size(headers, body)
         if self.plane.runs_now(served, size):
             reply: Reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
             return reply
@@ -247,6 +247,15 @@ class Routes:
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def size(self, headers: dict[bytes, bytes], body: bytes | None) -> int:
+        """What decoding BODY may cost, in bytes: a compressed one counts as the largest it
+        may inflate to (a small gzip body can hold a body at the limit)."""
+        if body is None:
+            return 0
+        if headers.get(b"content-encoding", b"identity") != b"identity":
+            return self.limit
+        return len(body)
 
     def inflate(self, headers: dict[bytes, bytes], body: bytes | None) -> bytes:
         """The body as sent, decompressed; None is a body the fast path found over the limit."""
