@@ -166,6 +166,20 @@ def _decoded(value: Any, name: str, depth: int = 0) -> Any:
     return value
 
 
+def encode_reply(
+    request: TfRequest, plan: Plan, outputs: list[Array], labels: list[str] | None
+) -> bytes:
+    """The answer to REQUEST; LABELS are the classifier's class labels, if it has them."""
+    if request.verb == "predict":
+        return encode_predict(plan, outputs, request.row_form)
+    if request.verb == "classify":
+        scores = outputs[request.output]
+        if labels is not None and len(labels) != scores.shape[1]:
+            labels = None  # these scores are not the classifier's own
+        return encode_classify(scores, labels)
+    return encode_regress(outputs[request.output])
+
+
 def encode_predict(plan: Plan, outputs: list[Array], row_form: bool) -> bytes:
     dumps = _dumps if all(map(_finite, outputs)) else _dumps_special
     names = list(plan.outputs)

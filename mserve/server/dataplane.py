@@ -16,6 +16,7 @@ from mserve.errors import MserveError, NotFoundError, NotReady
 from mserve.protocol.tensors import InferRequest
 from mserve.reference import check_model_name, parse_version
 
+from .apart import Apart
 from .batching import INLINE_BYTES, Run, Unbatched, make_executor, rows_of
 from .manager import ModelManager, ServedVersion
 from .metrics import Metrics
@@ -109,10 +110,11 @@ class DataPlane:
         encode: Encode[Reply],
         *,
         size: int,
+        apart: Apart[Reply] | None = None,
     ) -> Reply:
         """An inference off the event loop (or batched): admitted before its body is decoded,
         answered by its timeout. A large body (SIZE bytes) is decoded and its answer encoded on
-        a thread."""
+        a thread; large JSON in a codec process (APART: parsing it holds the GIL)."""
         executor = served.executor
         try:
             executor.admit()
@@ -120,7 +122,15 @@ class DataPlane:
             self.count(served, protocol, exc, started)
             raise
         try:
-            if isinstance(executor, Unbatched):
+            if apart is not None:
+                deadline = started + executor.settings.timeout_s
+                request = await apart.decode(served, deadline)
+                if isinstance(executor, Unbatched):
+                    outputs = await executor.call(lambda run: run(request.feeds), started)
+                else:
+                    outputs = await executor.run(request.feeds, started)
+                reply = await apart.encode(served, request, outputs, deadline)
+            elif isinstance(executor, Unbatched):
 
                 def job(run: Run) -> tuple[InferRequest, Reply]:
                     request = decode(served)

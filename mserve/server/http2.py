@@ -406,6 +406,9 @@ class GrpcProtocol(asyncio.Protocol):
         self._credit(stream)
         body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
         stream.chunks = []
+        if body[:1] not in (b"", b"\0"):  # compressed: inflated on a thread (zlib frees the GIL)
+            self._later(stream, self._inflated_call(stream, body))
+            return
         message = self._message(stream, body)
         if isinstance(message, Outcome):
             self._answer(stream, message, out)
@@ -415,9 +418,19 @@ class GrpcProtocol(asyncio.Protocol):
         if isinstance(outcome, Outcome):
             self._answer(stream, outcome, out)
             return
+        self._later(stream, outcome)
+
+    def _later(self, stream: _Stream, outcome: Awaitable[Outcome]) -> None:
         task = asyncio.get_running_loop().create_task(self._answer_later(stream, outcome))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _inflated_call(self, stream: _Stream, body: bytes) -> Outcome:
+        message = await asyncio.to_thread(self._message, stream, body)
+        if isinstance(message, Outcome):
+            return message
+        outcome = self.service.call(stream.headers.get(":path", ""), message, stream.headers)
+        return outcome if isinstance(outcome, Outcome) else await outcome
 
     def _credit(self, stream: _Stream) -> None:
         """Give the connection window back for what STREAM sent: its message was taken."""

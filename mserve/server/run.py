@@ -86,6 +86,7 @@ class Server:
             for connection in list(self.grpc_connections):
                 connection.transport.close()
         await asyncio.get_running_loop().run_in_executor(None, self.plane.manager.stop)
+        self.rest.routes.processes.close()
 
 
 def build(settings: ServerSettings) -> Server:

@@ -154,7 +154,10 @@ class RestApp:
             decode, encode = self.routes.codec(route, head, body)
             size = self.routes.size(head, body)
             if not self.plane.runs_now(served, size):
-                later = self.plane.infer(served, route.protocol, started, decode, encode, size=size)
+                apart = self.routes.apart(route, head, body)
+                later = self.plane.infer(
+                    served, route.protocol, started, decode, encode, size=size, apart=apart
+                )
                 return self._answer_later(later, head, path, started)
             reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
         except Exception as exc:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from ..connections import Connections
     from .app import Answer, RestApp
 
+LARGE_ANSWER = 64 * 1024  # a larger answer is written after its head, not joined to it
+
 
 class _Discard:
     """The parser of a connection being refused: what still arrives is dropped."""
@@ -206,8 +208,12 @@ class DirectHttpProtocol(HttpToolsProtocol):
             content += (name, b": ", value, b"\r\n")
         if not cycle.keep_alive:
             content.append(b"connection: close\r\n")
-        content += (b"\r\n", body)
-        self.transport.write(b"".join(content))
+        if len(body) <= LARGE_ANSWER:
+            content += (b"\r\n", body)
+            self.transport.write(b"".join(content))
+        else:  # not copied into one: a copy of megabytes holds the loop (and the GIL)
+            content.append(b"\r\n")
+            self.transport.writelines((b"".join(content), body))
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()

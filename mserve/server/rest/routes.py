@@ -23,6 +23,7 @@ from mserve.reference import check_label
 
 from .. import openapi, views
 from ..admin import Admin
+from ..apart import APART_BYTES, Apart, Processes
 from ..dataplane import DataPlane, model_of, version_of
 from ..manager import ServedVersion
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -80,6 +81,7 @@ class Routes:
             "extensions": extensions,
         }
         self.infer_routes: dict[str, InferRoute] = {}
+        self.processes = Processes()  # where large JSON is handled (apart.py)
         self.openapi = openapi.render(server_version)
 
     async def handle(self, scope: Scope, receive: Any, started: float) -> Reply:
@@ -207,7 +209,10 @@ class Routes:
         if self.plane.runs_now(served, size):
             reply: Reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
             return reply
-        return await self.plane.infer(served, route.protocol, started, decode, encode, size=size)
+        apart = self.apart(route, headers, body)
+        return await self.plane.infer(
+            served, route.protocol, started, decode, encode, size=size, apart=apart
+        )
 
     def codec(
         self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None
@@ -227,6 +232,42 @@ class Routes:
             return tfserving.decode_request(verb, self.inflate(headers, body), served.plan)
 
         return decode_tf, _encode_tf
+
+    def apart(
+        self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None
+    ) -> Apart[Reply] | None:
+        """What handles the request apart (``apart.py``), when its JSON is over
+        ``APART_BYTES`` or came compressed (it may inflate to that). Else None, also for a
+        body whose headers are wrong: decoding it here says what is wrong."""
+        if body is None:
+            return None
+        encoding = headers.get(b"content-encoding", b"identity")
+        if encoding not in (b"identity", b"gzip", b"deflate"):
+            return None
+        header_length = None
+        if route.protocol == "v2" and v2.HEADER_LENGTH in headers:
+            try:
+                header_length = _int_header(headers[v2.HEADER_LENGTH])
+            except InputError:
+                return None
+        if encoding == b"identity":
+            json_bytes = len(body) if header_length is None else header_length
+            if json_bytes <= APART_BYTES:
+                return None
+            compression = None
+        else:
+            compression = encoding.decode()
+        reply = _v2_reply if route.protocol == "v2" else _tf_reply
+        return Apart(
+            self.processes,
+            route.protocol,
+            route.verb,
+            body,
+            header_length,
+            compression,
+            self.limit,
+            reply,
+        )
 
     # -- bodies -----------------------------------------------------------------------------
 
@@ -273,6 +314,10 @@ def _encode_v2(served: ServedVersion, request: Any, outputs: list[Any]) -> Reply
     payload, header_length = v2.encode_response(
         served.model, served.version_text, served.plan, request, outputs
     )
+    return _v2_reply(served, payload, header_length)
+
+
+def _v2_reply(served: ServedVersion, payload: bytes, header_length: int | None) -> Reply:
     if header_length is None:
         return Reply(200, payload, model=served.model, version=served.version_text)
     return Reply(
@@ -286,15 +331,11 @@ def _encode_v2(served: ServedVersion, request: Any, outputs: list[Any]) -> Reply
 
 
 def _encode_tf(served: ServedVersion, request: Any, outputs: list[Any]) -> Reply:
-    if request.verb == "predict":
-        payload = tfserving.encode_predict(served.plan, outputs, request.row_form)
-    elif request.verb == "classify":
-        scores, labels = outputs[request.output], served.runner.class_labels
-        if labels is not None and len(labels) != scores.shape[1]:
-            labels = None  # these scores are not the classifier's own
-        payload = tfserving.encode_classify(scores, labels)
-    else:
-        payload = tfserving.encode_regress(outputs[request.output])
+    payload = tfserving.encode_reply(request, served.plan, outputs, served.runner.class_labels)
+    return _tf_reply(served, payload, None)
+
+
+def _tf_reply(served: ServedVersion, payload: bytes, _: int | None) -> Reply:
     return Reply(200, payload, model=served.model, version=served.version_text)
 
 
