@@ -151,11 +151,11 @@ def bench_command(
         if concurrency is not None or workers is not None or protocol != "v2-json":
             raise UsageError("--concurrency, --workers and --protocol need --server")
         from mserve.bench.local import run_local
-        from mserve.repository import Repository
+        from mserve.stores import open_repository
 
         with _Progress(quiet=json) as progress:
             run = run_local(
-                Repository(repo),
+                open_repository(repo),
                 candidate,
                 against,
                 batch_sizes=batch_sizes,

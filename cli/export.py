@@ -133,7 +133,7 @@ def export_command(
         note(message)
     render_parity(result.manifest.parity)
     console().print(
-        f"Published [bold]{name}:{result.version}[/] at {escape(str(result.path))}", soft_wrap=True
+        f"Published [bold]{name}:{result.version}[/] at {escape(result.location)}", soft_wrap=True
     )
 
 

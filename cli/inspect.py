@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from mserve.reference import Reference
-from mserve.repository import ModelState, Repository
+from mserve.repository import ModelState
 from mserve.signature import TensorSpec
+from mserve.stores import open_repository
 
 from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
 from .output import console, emit_json, escape, table
@@ -15,7 +16,7 @@ from .output import console, emit_json, escape, table
 def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -> None:
     """List the models in the repository with their versions and labels (a model whose
     model.json cannot be read is listed with the problem)."""
-    repository = Repository(repo)
+    repository = open_repository(repo)
     rows: list[dict[str, Any]] = []
     for entry in repository.entries():
         state = entry.state or ModelState()
@@ -34,7 +35,7 @@ def list_command(*, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False) -
     columns = ["model", "versions", "latest", "labels", "retired"]
     problems = any(row["problem"] for row in rows)
     models = table(
-        f"Models in {escape(str(repository.root))}", *columns, *(["problem"] if problems else [])
+        f"Models in {escape(repository.location)}", *columns, *(["problem"] if problems else [])
     )
     for row in rows:
         unknown = "?" if row["problem"] else "-"  # model.json unread: labels and retirements
@@ -53,7 +54,7 @@ def show_command(
     ref: RefArgument, *, repo: RepoOption = DEFAULT_REPO, json: JsonOption = False
 ) -> None:
     """Show a version's manifest: signature, source, parity figures, provenance."""
-    repository = Repository(repo)
+    repository = open_repository(repo)
     model, version = repository.resolve(Reference.parse(ref))
     manifest = repository.manifest(model, version)
     labels = [label for label, v in repository.state(model).labels.items() if v == version]

@@ -35,10 +35,10 @@ ServersOption = Annotated[
     ),
 ]
 TargetRepoOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--repo",
-        metavar="DIR",
+        metavar="DIR|URL",
         help="Change the repository's model.json instead; servers polling it follow.",
         show_default=False,
         callback=repository_option,
@@ -185,7 +185,7 @@ def _run(
     fields: dict[str, Any],
     *,
     servers: list[str] | None,
-    repo: Path | None,
+    repo: str | None,
     wait: bool,
     timeout: float,
     actor: str | None,
@@ -195,7 +195,7 @@ def _run(
     from mserve.lifecycle import check_actor, default_actor
 
     if bool(servers) == bool(repo):
-        raise UsageError("say where: --server URL (or MSERVE_SERVER), or --repo DIR, not both")
+        raise UsageError("say where: --server URL (or MSERVE_SERVER), or --repo DIR|URL, not both")
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
     if wait and repo is not None:
@@ -214,15 +214,15 @@ def _run(
     _report(operation, model, outcomes, json)
 
 
-def _in_repository(operation: str, model: str, fields: dict[str, Any], repo: Path) -> Outcome:
+def _in_repository(operation: str, model: str, fields: dict[str, Any], repo: str) -> Outcome:
     from mserve.lifecycle import Lifecycle
-    from mserve.repository import Repository
+    from mserve.repository import LocalRepository
+    from mserve.stores import open_repository
 
-    if not repo.is_dir():
+    repository = open_repository(repo)
+    if isinstance(repository, LocalRepository) and not repository.root.is_dir():
         raise UsageError(f"model repository {repo} does not exist")
-    lifecycle = Lifecycle(
-        Repository(repo), via=f"mserve {operation} --repo on {socket.gethostname()}"
-    )
+    lifecycle = Lifecycle(repository, via=f"mserve {operation} --repo on {socket.gethostname()}")
     try:
         change = getattr(lifecycle, operation)(model, **fields)
     except MserveError as exc:

@@ -16,23 +16,36 @@ TOKEN_VARIABLE = "MSERVE_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secr
 MIN_TOKEN_LENGTH = 16
 
 
-def repository_option(value: Path | None) -> Path | None:
-    """--repo is checked before any work: a file there would fail late, with a worse message.
+URL_SCHEMES = ("file", "s3", "gs", "gcs", "memory")
+
+
+def repository_option(value: str | None) -> str | None:
+    """--repo is checked before any work: a file there, or a URL of an unknown kind, would
+    fail late, with a worse message.
 
     A missing directory is left to the command (``export`` creates it; the others say so).
     """
-    if value is not None and value.exists() and not value.is_dir():
+    if value is None:
+        return None
+    scheme, separator, _ = value.partition("://")
+    if separator:
+        if scheme not in URL_SCHEMES:
+            raise UsageError(
+                f"--repo {value}: a repository URL starts with s3://, gs:// or file://"
+            )
+        return value
+    if Path(value).exists() and not Path(value).is_dir():
         raise UsageError(f"--repo {value} is not a directory")
     return value
 
 
 RepoOption = Annotated[
-    Path,
+    str,
     typer.Option(
         "--repo",
-        metavar="DIR",
+        metavar="DIR|URL",
         envvar="MSERVE_REPO",
-        help="Model repository directory.",
+        help="Model repository: a folder, or s3://bucket/prefix, gs://bucket/prefix.",
         show_default=True,
         callback=repository_option,
     ),
@@ -49,7 +62,7 @@ RefArgument = Annotated[
         show_default=False,
     ),
 ]
-DEFAULT_REPO = Path("models")
+DEFAULT_REPO = "models"
 ServerOption = Annotated[
     str,
     typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from mserve.reference import Reference
-from mserve.repository import Repository
+from mserve.stores import open_repository
 
 from .options import DEFAULT_REPO, JsonOption, LocalOrServerOption, RefArgument, RepoOption
 from .output import console, emit_json, escape, table
@@ -44,7 +44,7 @@ def predict_command(
         from mserve.runtime import ModelRunner
         from mserve.verified import open_model
 
-        repository = Repository(repo)
+        repository = open_repository(repo)
         model, version = repository.resolve(reference)
         runner = ModelRunner.open_verified(open_model(repository, model, version)[1])
         raw = runner.run(data)  # bound to the signature as the server binds a request

@@ -16,7 +16,7 @@ MAX_PORT = 65535
 
 def serve_command(
     repository: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
             metavar="[REPO]",
             help="Model repository to serve [default: --repo, MSERVE_REPO, or ./models].",
@@ -26,10 +26,10 @@ def serve_command(
     ] = None,
     *,
     repo: Annotated[
-        Path,
+        str,
         typer.Option(
             "--repo",
-            metavar="DIR",
+            metavar="DIR|URL",
             envvar="MSERVE_REPO",
             help="Model repository.",
             callback=repository_option,
@@ -115,7 +115,13 @@ def serve_command(
     from mserve.server.run import serve
     from mserve.server.settings import BatchSettings, ServerSettings, VersionPolicy
 
-    root = repository or repo
+    location = repository or repo
+    if "://" in location and not location.startswith("file://"):
+        raise UsageError(
+            f"{location}: serving from an object store is not available yet; "
+            "serve a folder (a copy of the repository)"
+        )
+    root = Path(location.removeprefix("file://"))
     if not root.is_dir():
         raise UsageError(f"model repository {root} does not exist")
     if (

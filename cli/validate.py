@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mserve.reference import Reference
-from mserve.repository import Repository
+from mserve.stores import open_repository
 
 from .options import DEFAULT_REPO, JsonOption, RefArgument, RepoOption
 from .output import console, emit_json, escape, table
@@ -29,7 +29,7 @@ def validate_command(
     """Check a version: ONNX validity, files, signature, samples; optionally compatibility."""
     from mserve.validation import validate
 
-    repository = Repository(repo)
+    repository = open_repository(repo)
     model, version = repository.resolve(Reference.parse(ref))
     baseline = repository.resolve(Reference.parse(against)) if against else None
     report = validate(repository, model, version, baseline)

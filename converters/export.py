@@ -26,9 +26,9 @@ from mserve.manifest import (
 )
 from mserve.parity import Tolerance, compare_outputs
 from mserve.reference import check_model_name
-from mserve.repository import Repository
 from mserve.runtime import ModelRunner, create_session, max_opset
 from mserve.signature import Signature
+from mserve.stores import open_repository
 
 from .registry import (
     Conversion,
@@ -43,18 +43,25 @@ from .registry import (
 @dataclass
 class ExportResult:
     manifest: Manifest
-    path: Path
+    location: str  # the version's folder, or its URL on an object store
     notes: list[str] = field(default_factory=list)
 
     @property
     def version(self) -> int:
         return self.manifest.version
 
+    @property
+    def path(self) -> Path:
+        """The version's folder (a repository in a folder only)."""
+        if "://" in self.location:
+            raise UsageError(f"{self.location} is on an object store, not in a folder")
+        return Path(self.location)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.manifest.model,
             "version": self.manifest.version,
-            "path": str(self.path),
+            "path": self.location,
             "parity": self.manifest.parity,
             "notes": self.notes,
         }
@@ -83,7 +90,7 @@ def export(
     """
     check_model_name(name)
     tolerance = tolerance or Tolerance()
-    repository = Repository(repo)
+    repository = open_repository(repo)
     model, converter, source_record, notes = _source_model(
         source, from_python, framework, trust_source
     )
@@ -129,7 +136,7 @@ def export(
         )
 
     manifest = repository.publish(name, write)
-    return ExportResult(manifest, repository.version_dir(name, manifest.version), notes)
+    return ExportResult(manifest, repository.version_location(name, manifest.version), notes)
 
 
 def _source_model(

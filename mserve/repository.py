@@ -1,13 +1,15 @@
-"""The model repository on disk: ``<repo>/<model>/<version>/`` plus ``<repo>/<model>/model.json``.
+"""The model repository: ``<repo>/<model>/<version>/`` plus ``<repo>/<model>/model.json``, in a
+folder (here) or on an object store (``mserve.stores``).
 
-Writers take a per-model file lock; readers never lock, because every change becomes visible by
-one rename: a version directory is built in a staging directory beside it and renamed into
-place, and ``model.json`` is replaced whole. Nothing outside the repository root is read or
-written, whatever a name or a symlink says.
+In a folder, writers take a per-model file lock; readers never lock, because every change
+becomes visible by one rename: a version directory is built in a staging directory beside it
+and renamed into place, and ``model.json`` is replaced whole. Nothing outside the repository
+root is read or written, whatever a name or a symlink says.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import errno
@@ -91,74 +93,48 @@ class ModelEntry:
     problem: str = ""
 
 
-class Repository:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).absolute()
+class Repository(abc.ABC):
+    """A model repository: a folder (``LocalRepository``) or a prefix of an object store
+    (``mserve.stores``); ``open_repository`` picks the kind from the location. What is read is
+    the same on both; how a change is made safe differs (a rename and a lock here, conditional
+    writes there)."""
 
-    # -- paths -----------------------------------------------------------------------------
+    location: str  # as users name it: a folder, or a URL
 
-    def _confined(self, path: Path) -> Path:
-        """``path`` if it resolves inside the repository; symlinks may not lead out of it."""
-        real_root = self.root.resolve()
-        if not path.resolve().is_relative_to(real_root):
-            raise RepositoryError(f"{path.relative_to(self.root)} leads outside the repository")
-        return path
+    # -- what each kind provides -----------------------------------------------------------
 
-    def model_dir(self, model: str) -> Path:
-        return self._confined(self.root / check_model_name(model))
-
-    def version_dir(self, model: str, version: int) -> Path:
-        return self._confined(self.model_dir(model) / str(version))
-
-    def version_file(self, model: str, version: int, relative: str) -> Path:
-        path = self.version_dir(model, version) / relative
-        real = path.resolve()
-        if not real.is_relative_to(self.version_dir(model, version).resolve()):
-            raise RepositoryError(f"{model}:{version}: {relative} leads outside its version")
-        return path
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def _require_root(self) -> None:
-        self._require_writable_root()
-        if not self.root.is_dir():
-            raise NotFoundError(f"model repository {self.root} does not exist")
-
-    def _require_writable_root(self) -> None:
-        """A repository is created on first write, but not over a file."""
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"model repository {self.root} is not a directory")
-
+    @abc.abstractmethod
     def models(self) -> list[str]:
-        self._require_root()
-        names = []
-        for entry in self.root.iterdir():
-            if entry.is_dir() and not entry.name.startswith("."):
-                try:
-                    if self.versions(entry.name):  # a first export still staging is no model yet
-                        names.append(entry.name)
-                except (UsageError, RepositoryError):
-                    continue
-                except OSError:  # listed all the same: whoever reads it next says why it fails
-                    names.append(entry.name)
-        return sorted(names)
+        """Every model with at least one published version."""
 
+    @abc.abstractmethod
     def versions(self, model: str) -> list[int]:
         """Every published version, retired ones included, in ascending order."""
-        self._require_root()
-        directory = self.model_dir(model)
-        if not directory.is_dir():
-            raise NotFoundError(f"model {model!r} not found in {self.root}")
-        return sorted(
-            int(e.name) for e in directory.iterdir() if VERSION.fullmatch(e.name) and e.is_dir()
-        )
 
+    @abc.abstractmethod
     def read_bytes(self, model: str, relative: str, *, label: str = "") -> bytes:
-        """A file below ``<repo>/<model>/``, read through ``confined``: no symbolic link on the
-        way, no hard link (UnsafeFile, or MissingFile when it does not exist)."""
-        return confined.read_bytes(
-            self.root, f"{check_model_name(model)}/{relative}", label=label or model
-        )
+        """A file below ``<repo>/<model>/`` (``confined.MissingFile`` when there is none,
+        ``UnsafeFile`` for one that may not be read)."""
+
+    @abc.abstractmethod
+    def files(self, model: str, version: int) -> list[str]:
+        """Every file of a version, relative to it (links and unlisted files too)."""
+
+    @abc.abstractmethod
+    def update_state(self, model: str, change: Callable[[ModelState], None]) -> ModelState:
+        """Apply ``change`` to ``model.json`` as one transaction: nothing is written if it
+        raises or changes nothing."""
+
+    @abc.abstractmethod
+    def publish(self, model: str, write: Callable[[Path], Manifest]) -> Manifest:
+        """Publish the next version of ``model``: ``write`` fills a local staging folder and
+        returns the manifest (its version is set here). No reader ever sees half a version,
+        and a version number is never handed out twice."""
+
+    # -- reading, the same for every kind ---------------------------------------------------
+
+    def version_location(self, model: str, version: int) -> str:
+        return f"{self.location.rstrip('/')}/{model}/{version}"
 
     def state(self, model: str) -> ModelState:
         try:
@@ -167,12 +143,7 @@ class Repository:
             return ModelState()
         except confined.UnsafeFile as exc:
             raise RepositoryError(f"{model}: {MODEL_STATE_FILE} is unreadable ({exc})") from None
-        try:
-            return ModelState.from_dict(json.loads(data.decode("utf-8")))
-        except (ValueError, TypeError, AttributeError, UsageError) as exc:
-            raise RepositoryError(
-                f"{model}: {MODEL_STATE_FILE} is unreadable ({_why_unreadable(exc)})"
-            ) from None
+        return parse_state(model, data)
 
     def entry(self, model: str) -> ModelEntry:
         """MODEL as a listing shows it: what can be read of it, and what cannot (NotFoundError
@@ -237,6 +208,94 @@ class Repository:
             raise NotFoundError(f"model {ref.model!r} has no version to serve")
         return ref.model, default_version(state.labels, candidates)
 
+
+def parse_state(model: str, data: bytes) -> ModelState:
+    try:
+        return ModelState.from_dict(json.loads(data.decode("utf-8")))
+    except (ValueError, TypeError, AttributeError, UsageError) as exc:
+        raise RepositoryError(
+            f"{model}: {MODEL_STATE_FILE} is unreadable ({_why_unreadable(exc)})"
+        ) from None
+
+
+class LocalRepository(Repository):
+    """A repository in a folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.location = str(self.root)
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _confined(self, path: Path) -> Path:
+        """``path`` if it resolves inside the repository; symlinks may not lead out of it."""
+        real_root = self.root.resolve()
+        if not path.resolve().is_relative_to(real_root):
+            raise RepositoryError(f"{path.relative_to(self.root)} leads outside the repository")
+        return path
+
+    def model_dir(self, model: str) -> Path:
+        return self._confined(self.root / check_model_name(model))
+
+    def version_dir(self, model: str, version: int) -> Path:
+        return self._confined(self.model_dir(model) / str(version))
+
+    def version_file(self, model: str, version: int, relative: str) -> Path:
+        path = self.version_dir(model, version) / relative
+        real = path.resolve()
+        if not real.is_relative_to(self.version_dir(model, version).resolve()):
+            raise RepositoryError(f"{model}:{version}: {relative} leads outside its version")
+        return path
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def files(self, model: str, version: int) -> list[str]:
+        directory = self.version_dir(model, version)
+        return sorted(
+            str(path.relative_to(directory))
+            for path in directory.rglob("*")
+            if path.is_file() or path.is_symlink()
+        )
+
+    def _require_root(self) -> None:
+        self._require_writable_root()
+        if not self.root.is_dir():
+            raise NotFoundError(f"model repository {self.root} does not exist")
+
+    def _require_writable_root(self) -> None:
+        """A repository is created on first write, but not over a file."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"model repository {self.root} is not a directory")
+
+    def models(self) -> list[str]:
+        self._require_root()
+        names = []
+        for entry in self.root.iterdir():
+            if entry.is_dir() and not entry.name.startswith("."):
+                try:
+                    if self.versions(entry.name):  # a first export still staging is no model yet
+                        names.append(entry.name)
+                except (UsageError, RepositoryError):
+                    continue
+                except OSError:  # listed all the same: whoever reads it next says why it fails
+                    names.append(entry.name)
+        return sorted(names)
+
+    def versions(self, model: str) -> list[int]:
+        self._require_root()
+        directory = self.model_dir(model)
+        if not directory.is_dir():
+            raise NotFoundError(f"model {model!r} not found in {self.root}")
+        return sorted(
+            int(e.name) for e in directory.iterdir() if VERSION.fullmatch(e.name) and e.is_dir()
+        )
+
+    def read_bytes(self, model: str, relative: str, *, label: str = "") -> bytes:
+        """Read through ``confined``: no symbolic link on the way, no hard link."""
+        return confined.read_bytes(
+            self.root, f"{check_model_name(model)}/{relative}", label=label or model
+        )
+
     # -- writing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -274,10 +333,7 @@ class Repository:
             lock.release()
 
     def update_state(self, model: str, change: Callable[[ModelState], None]) -> ModelState:
-        """Apply ``change`` to ``model.json`` as one transaction (lock, read, write, rename).
-
-        The file is rewritten only if ``change`` changed something; if it raises, nothing is.
-        """
+        """Under the model's lock: read, change, write a temporary file, rename it."""
         with self.locked(model) as directory:
             state = self.state(model)
             before = copy.deepcopy(state.to_dict())
@@ -288,12 +344,8 @@ class Repository:
             return state
 
     def publish(self, model: str, write: Callable[[Path], Manifest]) -> Manifest:
-        """Publish the next version of ``model``.
-
-        ``write`` fills a staging directory and returns the manifest (its version is set here).
-        The version becomes visible by one rename, so a reader never sees half of it; if
-        anything fails, or the process is stopped, no version appears.
-        """
+        """The staging folder is beside the version's, and becomes it by one rename; if
+        anything fails, or the process is stopped, no version appears."""
         self._require_writable_root()
         directory = self.model_dir(model)
         staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"

@@ -3,14 +3,15 @@ onnxruntime as bytes: the one way export, validate, predict and the server open 
 
 Why bytes: checking a file's sha256 and then giving onnxruntime its path leaves a window in
 which the file can be swapped (and onnxruntime would follow a link or a ``..`` of its own). So
-``model.onnx`` and every external-data file are read through ``mserve.confined`` (no symbolic
-link anywhere below the repository root, no hard links, regular files only), hashed in memory
-against the manifest, and only those bytes reach onnxruntime: the model as a serialized
-message, the external-data files through ``SessionOptions.add_external_initializers_from_files_
-in_memory``. onnxruntime never opens a file of the version itself. Every external reference in
-the model (sparse tensors, attributes and subgraphs included) must name a file the manifest
-lists; tensors other than the main graph's initializers are embedded into the message, because
-onnxruntime reads those wrongly from in-memory files (zeros, silently, in 1.32).
+``model.onnx`` and every external-data file are read through the repository (in a folder,
+through ``mserve.confined``: no symbolic link below its root, no hard links, regular files
+only), hashed in memory against the manifest, and only those bytes reach onnxruntime: the
+model as a serialized message, the external-data files through ``SessionOptions.
+add_external_initializers_from_files_in_memory``. onnxruntime never opens a file of the
+version itself. Every external reference in the model (sparse tensors, attributes and
+subgraphs included) must name a file the manifest lists; tensors other than the main graph's
+initializers are embedded into the message, because onnxruntime reads those wrongly from
+in-memory files (zeros, silently, in 1.32).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import confined, onnx_files
+from . import onnx_files
 from .errors import ValidationError
 from .manifest import MODEL_FILE, Manifest
 
@@ -48,7 +49,7 @@ def read_verified(
     expected = manifest.files.get(relative)
     if expected is None:
         raise ValidationError(f"{label}: {relative} is not listed in the manifest")
-    data = confined.read_bytes(repository.root, f"{model}/{version}/{relative}", label=label)
+    data = repository.read_bytes(model, f"{version}/{relative}", label=label)
     if hashlib.sha256(data).hexdigest() != expected:
         raise ValidationError(f"{label}: {relative} does not match the sha256 in its manifest")
     return data

@@ -15,16 +15,16 @@ import pytest
 
 from mserve.errors import Conflict, NotFoundError, UsageError, ValidationError
 from mserve.lifecycle import Lifecycle, default_actor, previous_version
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 
 
 @pytest.fixture
 def lifecycle(repo3: Path) -> Lifecycle:
-    return Lifecycle(Repository(repo3), via="test")
+    return Lifecycle(LocalRepository(repo3), via="test")
 
 
 def history(repo: Path) -> list[dict[str, Any]]:
-    return list(Repository(repo).state("iris").history)
+    return list(LocalRepository(repo).state("iris").history)
 
 
 def test_promote_rollback_retire_round_trip_with_an_audit_trail(
@@ -33,12 +33,12 @@ def test_promote_rollback_retire_round_trip_with_an_audit_trail(
     first = lifecycle.promote("iris", 1, actor="alice")
     assert (first.changed, first.from_version, first.to_version) == (True, None, 1)
     lifecycle.promote("iris", 2, actor="bob")
-    assert Repository(repo3).state("iris").labels == {"stable": 2}
+    assert LocalRepository(repo3).state("iris").labels == {"stable": 2}
     back = lifecycle.rollback("iris", actor="carol")
     assert (back.from_version, back.to_version) == (2, 1)
     retired = lifecycle.retire("iris", 2, actor="dave")
     assert retired.changed and retired.version == 2
-    state = Repository(repo3).state("iris")
+    state = LocalRepository(repo3).state("iris")
     assert (state.labels, state.retired) == ({"stable": 1}, [2])
     entries = state.history
     assert [(e["operation"], e.get("from"), e.get("to"), e["actor"]) for e in entries] == [
@@ -66,7 +66,7 @@ def test_promote_refuses_a_breaking_change_unless_allowed(
     lifecycle.promote("iris", 2, actor="a")
     with pytest.raises(Conflict, match=r"iris:3 breaks clients of iris:2 \('stable'\).*--allow"):
         lifecycle.promote("iris", 3, actor="a")
-    assert Repository(repo3).state("iris").labels == {"stable": 2}
+    assert LocalRepository(repo3).state("iris").labels == {"stable": 2}
     assert lifecycle.promote("iris", 3, actor="a", allow_breaking=True).changed
     # A label nobody holds yet has no clients to break.
     assert lifecycle.promote("iris", 3, label="canary", actor="a").changed
@@ -127,7 +127,7 @@ def test_rollback_refuses_a_retired_or_deleted_target(lifecycle: Lifecycle, repo
     lifecycle.retire("iris", 1, actor="a")
     with pytest.raises(Conflict, match="back to iris:1: it is retired"):
         lifecycle.rollback("iris", actor="a")
-    state = Repository(repo3).state("iris")
+    state = LocalRepository(repo3).state("iris")
     state_file = repo3 / "iris" / "model.json"
     data = json.loads(state_file.read_text())
     data["retired"] = []
@@ -195,4 +195,4 @@ def test_concurrent_promotes_from_several_processes_are_serialized(repo3: Path) 
     assert len(entries) >= 2, "two versions alternate: at least two moves"
     for before, after in itertools.pairwise(entries):
         assert after["from"] == before["to"]  # no change was lost or applied to a stale state
-    assert Repository(repo3).state("iris").labels["stable"] == entries[-1]["to"]
+    assert LocalRepository(repo3).state("iris").labels["stable"] == entries[-1]["to"]

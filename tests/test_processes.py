@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mserve.repository import STAGING_PREFIX, Repository
+from mserve.repository import STAGING_PREFIX, LocalRepository
 from mserve.validation import validate
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_concurrent_exports_get_distinct_consecutive_versions(
         assert process.returncode == 0, stderr
         versions.append(json.loads(stdout)["version"])
     assert sorted(versions) == [1, 2, 3, 4, 5, 6]
-    repository = Repository(repo)
+    repository = LocalRepository(repo)
     assert repository.versions("iris") == [1, 2, 3, 4, 5, 6]
     assert all(validate(repository, "iris", v).passed for v in versions)
     assert [p.name for p in (repo / "iris").iterdir() if p.name.startswith(STAGING_PREFIX)] == []
@@ -74,7 +74,7 @@ def assert_only_complete_versions(repo: Path) -> list[int]:
     directory = repo / "iris"
     if not directory.exists():
         return []
-    repository = Repository(repo)
+    repository = LocalRepository(repo)
     versions = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
     for version in versions:
         assert validate(repository, "iris", version).passed, version

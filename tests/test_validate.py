@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mserve
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 from mserve.validation import validate
 
 from .conftest import publish_with_external_data, record_files
@@ -19,7 +19,7 @@ def checks(report: Any) -> dict[str, bool]:
 
 
 def test_a_fresh_export_passes_every_check(published_iris: Path) -> None:
-    report = validate(Repository(published_iris), "iris", 1)
+    report = validate(LocalRepository(published_iris), "iris", 1)
     assert checks(report) == {
         "manifest": True,
         "files": True,
@@ -50,7 +50,7 @@ def test_a_bfloat16_model_fails_with_the_reason(published_iris: Path) -> None:
     model.ir_version = 8
     onnx.save(model, published_iris / "iris" / "1" / "model.onnx")
     record_files(published_iris / "iris" / "1")  # a sound file: only its types are wrong
-    report = validate(Repository(published_iris), "iris", 1)
+    report = validate(LocalRepository(published_iris), "iris", 1)
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert "bfloat16" in failed["tensor types"] and "cast it to float32" in failed["tensor types"]
     assert not report.passed
@@ -59,7 +59,7 @@ def test_a_bfloat16_model_fails_with_the_reason(published_iris: Path) -> None:
 def test_a_modified_model_fails_integrity_and_loading(published_iris: Path) -> None:
     model = published_iris / "iris" / "1" / "model.onnx"
     model.write_bytes(model.read_bytes()[:100])
-    report = validate(Repository(published_iris), "iris", 1)
+    report = validate(LocalRepository(published_iris), "iris", 1)
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert failed["files"] == "model.onnx was modified (sha256 differs)"
     assert "external data" in failed
@@ -70,7 +70,7 @@ def test_an_unlisted_file_and_a_missing_file_are_named(published_iris: Path) -> 
     version = published_iris / "iris" / "1"
     (version / "extra.bin").write_bytes(b"x")
     (version / "samples" / "outputs.npz").unlink()
-    report = validate(Repository(published_iris), "iris", 1)
+    report = validate(LocalRepository(published_iris), "iris", 1)
     detail = next(c.detail for c in report.checks if c.name == "files")
     assert detail == "samples/outputs.npz is missing; extra.bin is not in the manifest"
 
@@ -81,7 +81,7 @@ def test_stored_samples_are_rerun(published_iris: Path) -> None:
         data = {k: f[k] for k in f.files}
     data["probabilities"] = data["probabilities"] + 0.01
     np.savez(outputs, **data)
-    report = validate(Repository(published_iris), "iris", 1)
+    report = validate(LocalRepository(published_iris), "iris", 1)
     detail = next(c.detail for c in report.checks if c.name == "samples")
     assert detail.startswith("stored samples: output 'probabilities' disagrees: max abs diff 0.01")
 
@@ -89,7 +89,7 @@ def test_stored_samples_are_rerun(published_iris: Path) -> None:
 def test_a_manifest_naming_another_version_fails(published_iris: Path) -> None:
     path = published_iris / "iris" / "1" / "manifest.json"
     path.write_text(path.read_text().replace('"version": 1', '"version": 7'))
-    report = validate(Repository(published_iris), "iris", 1)
+    report = validate(LocalRepository(published_iris), "iris", 1)
     assert [c.detail for c in report.checks if c.name == "manifest"] == [
         "manifest names iris:7, not iris:1"
     ]
@@ -104,7 +104,7 @@ def test_against_reports_breaking_changes(
     x, y = iris_data
     model = LogisticRegression(max_iter=300).fit(x[:, :features], y)
     mserve.export(model, name="iris", repo=published_iris, sample=x[:5, :features])
-    report = validate(Repository(published_iris), "iris", 2, against=("iris", 1))
+    report = validate(LocalRepository(published_iris), "iris", 2, against=("iris", 1))
     assert report.compatibility is not None
     assert report.compatibility.compatible is compatible
     assert report.passed is compatible
@@ -123,7 +123,7 @@ def test_a_manifest_that_is_a_symlink_out_of_the_repository_fails(
     outside.write_bytes(manifest.read_bytes())
     manifest.unlink()
     manifest.symlink_to(outside)
-    report = validate(Repository(published_iris), "iris", 1)
+    report = validate(LocalRepository(published_iris), "iris", 1)
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert "symbolic link" in failed["manifest"] and not report.passed
     assert str(tmp_path) not in str(report.to_dict())
@@ -131,14 +131,14 @@ def test_a_manifest_that_is_a_symlink_out_of_the_repository_fails(
 
 def test_a_version_with_external_data_passes(repo: Path) -> None:
     publish_with_external_data(repo, "ext", [1, 2, 3, 4])
-    report = validate(Repository(repo), "ext", 1)
+    report = validate(LocalRepository(repo), "ext", 1)
     assert report.passed, report.to_dict()
 
 
 def test_tampered_external_data_fails(repo: Path) -> None:
     version = publish_with_external_data(repo, "ext", [1, 2, 3, 4])
     (version / "model.onnx.data").write_bytes(np.full(4, 9, np.float32).tobytes())
-    report = validate(Repository(repo), "ext", 1)
+    report = validate(LocalRepository(repo), "ext", 1)
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert failed["files"] == "model.onnx.data was modified (sha256 differs)"
     assert "model.onnx.data does not match the sha256" in failed["external data"]
@@ -153,6 +153,6 @@ def test_external_data_hard_linked_to_an_outside_file_fails(repo: Path, tmp_path
     (version / "model.onnx.data").unlink()
     os.link(outside, version / "model.onnx.data")
     record_files(version)  # even with the manifest rewritten to match
-    report = validate(Repository(repo), "ext", 1)
+    report = validate(LocalRepository(repo), "ext", 1)
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert "hard links" in failed["external data"] and not report.passed

@@ -24,7 +24,7 @@ from mserve import confined
 from mserve.errors import MserveError, NotFoundError, NotReady
 from mserve.manifest import Manifest
 from mserve.protocol.tensors import Plan
-from mserve.repository import Repository, default_version
+from mserve.repository import LocalRepository, default_version
 from mserve.runtime import ModelRunner
 from mserve.verified import open_model
 
@@ -91,7 +91,7 @@ class Snapshot:
 class ModelManager:
     def __init__(self, settings: ServerSettings, make_executor: Any) -> None:
         self.settings = settings
-        self.repository = Repository(settings.repository)
+        self.repository = LocalRepository(settings.repository)
         self.snapshot = Snapshot()
         self._make_executor = make_executor
         self.redact = Redactor(self.repository.root)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mserve.repository import STAGING_PREFIX, Repository
+from mserve.repository import STAGING_PREFIX, LocalRepository
 from mserve.validation import validate
 
 from ..conftest import SAMPLES
@@ -72,5 +72,5 @@ def test_ctrl_c_at_any_moment_of_a_torch_export_leaves_no_version_and_no_staging
             names = [p.name for p in (repo / "iris").iterdir()]
             assert not [n for n in names if n.startswith(STAGING_PREFIX)], names
             for version in (int(n) for n in names if n.isdigit()):
-                assert validate(Repository(repo), "iris", version).passed
+                assert validate(LocalRepository(repo), "iris", version).passed
     assert 130 in outcomes, outcomes

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mserve.errors import UsageError
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 
 from ..conftest import SAMPLES, Cli, one_line_error
 
@@ -47,6 +47,9 @@ def test_the_repository_refuses_a_file_as_its_root(tmp_path: Path) -> None:
     afile = tmp_path / "models.txt"
     afile.write_text("")
     with pytest.raises(UsageError, match="is not a directory"):
-        Repository(afile).models()
-    with pytest.raises(UsageError, match="is not a directory"), Repository(afile).locked("iris"):
+        LocalRepository(afile).models()
+    with (
+        pytest.raises(UsageError, match="is not a directory"),
+        LocalRepository(afile).locked("iris"),
+    ):
         pass

@@ -23,7 +23,7 @@ from mserve.errors import (
     ValidationError,
 )
 from mserve.parity import Tolerance
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 
 
 def test_classifier_exports_tensor_outputs_with_parity_on_probabilities(
@@ -31,7 +31,7 @@ def test_classifier_exports_tensor_outputs_with_parity_on_probabilities(
 ) -> None:
     result = mserve.export(iris_pipeline, name="iris", repo=repo, sample=iris_data[0][::10])
     assert (result.version, result.path) == (1, repo / "iris" / "1")
-    manifest = Repository(repo).manifest("iris", 1)
+    manifest = LocalRepository(repo).manifest("iris", 1)
     assert [(t.name, t.dtype, t.shape) for t in manifest.signature.outputs] == [
         ("label", "int64", (None,)),
         ("probabilities", "float32", (None, 3)),

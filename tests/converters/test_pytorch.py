@@ -13,7 +13,7 @@ import torch
 
 import mserve
 from mserve.errors import ConversionError, InputError, UntrustedSourceError, UsageError
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 
 from ..conftest import ROOT, SAMPLES, Cli
 
@@ -201,7 +201,7 @@ def test_from_python_with_weights_through_the_cli(
     )
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    manifest = Repository(cli.repo).manifest("iris-torch", data["version"])
+    manifest = LocalRepository(cli.repo).manifest("iris-torch", data["version"])
     assert manifest.source["factory"] == "sample_models.torch_mlp:build"
     assert manifest.source["weights"]["file"] == "iris_mlp_state_dict.pt"
     predicted = json.loads(

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 
 from ..conftest import Server, wait_until
 from .conftest import InProcess
@@ -53,7 +53,7 @@ def admin(server: Server, operation: str, **body: Any) -> httpx.Response:
 
 
 def history(repo: Path) -> list[dict[str, Any]]:
-    return list(Repository(repo).state("iris").history)
+    return list(LocalRepository(repo).state("iris").history)
 
 
 def test_auth_missing_wrong_and_right_token(admin_server: Server) -> None:
@@ -185,12 +185,12 @@ def test_every_refusal_is_one_json_line_and_changes_nothing(
     message: str,
 ) -> None:
     server, repo = refusing
-    before = Repository(repo).state("iris").to_dict()
+    before = LocalRepository(repo).state("iris").to_dict()
     reply = server.request(method, path, json=body, headers=AUTH)
     assert reply.status_code == status, reply.text
     assert list(reply.json()) == ["error"] and message in reply.json()["error"]
     assert "\n" not in reply.json()["error"]
-    assert Repository(repo).state("iris").to_dict() == before
+    assert LocalRepository(repo).state("iris").to_dict() == before
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ def test_a_version_that_cannot_load_never_gets_the_label(admin_server: Server, r
     (repo3 / "iris" / "1" / "model.onnx").write_bytes(b"broken")
     reply = admin(admin_server, "rollback")
     assert reply.status_code == 503 and "cannot be loaded" in reply.json()["error"]
-    assert Repository(repo3).state("iris").labels == {"stable": 2}
+    assert LocalRepository(repo3).state("iris").labels == {"stable": 2}
     assert served(admin_server) == "2"
 
 
@@ -257,7 +257,7 @@ def test_a_label_moved_to_a_version_that_cannot_load_stays_where_it_was(
     server keeps serving the version the label named before, and says why."""
     assert admin(admin_server, "promote", version=1).status_code == 200
     (repo3 / "iris" / "2" / "model.onnx").write_bytes(b"broken")
-    Repository(repo3).update_state("iris", lambda s: s.labels.update(stable=2))
+    LocalRepository(repo3).update_state("iris", lambda s: s.labels.update(stable=2))
     assert wait_until(
         lambda: "sha256" in httpx.get(f"{admin_server.url}/v1/models/iris/versions/2").text
     )
@@ -385,7 +385,7 @@ def test_v2_repository_extension_with_tritonclient(admin_server: Server, repo3: 
     index = http.get_model_repository_index(headers=AUTH)
     assert {"name": "iris", "version": "3", "state": "READY", "reason": ""} in index
     http.unload_model("iris", headers=AUTH)
-    assert Repository(repo3).state("iris").unloaded
+    assert LocalRepository(repo3).state("iris").unloaded
     assert not http.is_model_ready("iris")
     reply = httpx.post(f"{admin_server.url}/v2/models/iris/infer", json=BODY)
     assert reply.status_code == 404 and "unloaded" in reply.json()["error"]
@@ -408,7 +408,7 @@ def test_admin_changes_to_a_read_only_repository_are_503_with_one_line(repo3: Pa
     """503, as services in read-only mode answer writes (see ReadOnlyRepository)."""
     from ..conftest import make_read_only, make_writable, permissions_enforced
 
-    Repository(repo3).update_state("iris", lambda s: s.labels.update(stable=1))
+    LocalRepository(repo3).update_state("iris", lambda s: s.labels.update(stable=1))
     make_read_only(repo3)
     server = Server(repo3, env=ENV, prefix=permissions_enforced())
     try:
@@ -423,7 +423,7 @@ def test_admin_changes_to_a_read_only_repository_are_503_with_one_line(repo3: Pa
                 "error": "the model repository is read-only: cannot change 'iris' "
                 "(permission denied)"
             }
-        assert Repository(repo3).state("iris").labels == {"stable": 1}
+        assert LocalRepository(repo3).state("iris").labels == {"stable": 1}
         assert served(server) == "1"  # still serving
     finally:
         assert server.stop() == 0

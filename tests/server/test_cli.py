@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 
 from ..conftest import SAMPLES, Cli, free_port, wait_until
 
@@ -77,7 +77,7 @@ def test_a_label_reference_predicts_through_its_version(
 
     repo = tmp_path / "models"
     shutil.copytree(served_repo, repo)
-    Repository(repo).update_state("iris", lambda s: s.labels.update(stable=1))
+    LocalRepository(repo).update_state("iris", lambda s: s.labels.update(stable=1))
     server = Server(repo)
     try:
         assert wait_until(

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mserve.repository import Repository
+from mserve.repository import LocalRepository
 
 from ..conftest import Server, export_iris, wait_until
 
@@ -59,7 +59,9 @@ def test_labels_route_requests_and_keep_their_versions_served(
     server = Server(repo_copy)
     try:
         assert served_version(server) == "2"
-        Repository(repo_copy).update_state("iris", lambda s: s.labels.update(stable=1, canary=2))
+        LocalRepository(repo_copy).update_state(
+            "iris", lambda s: s.labels.update(stable=1, canary=2)
+        )
         assert wait_until(lambda: served_version(server) == "1")  # no version: stable
         canary = httpx.post(
             f"{server.url}/v1/models/iris/labels/canary:predict", json={"instances": [ROW]}
@@ -126,7 +128,7 @@ def test_swapping_versions_under_load_fails_no_request(
         for _ in range(3):
             export_iris(repo_copy, iris_data)
             time.sleep(0.5)
-        newest = str(Repository(repo_copy).versions("iris")[-1])
+        newest = str(LocalRepository(repo_copy).versions("iris")[-1])
         assert wait_until(lambda: served_version(server) == newest)
         time.sleep(0.5)
     finally:
@@ -234,7 +236,7 @@ def test_version_policy_all_serves_every_version(repo_copy: Path, iris_data: Any
             httpx.post(f"{server.url}/v2/models/iris/versions/1/infer", json=BODY).status_code
             == 200
         )
-        Repository(repo_copy).update_state("iris", lambda s: s.retired.append(1))
+        LocalRepository(repo_copy).update_state("iris", lambda s: s.retired.append(1))
         assert wait_until(
             lambda: httpx.get(f"{server.url}/v2/models/iris").json()["versions"] == ["2"]
         )
