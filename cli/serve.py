@@ -45,8 +45,23 @@ def serve_command(
         typer.Option(envvar="MSERVE_GRPC_PORT", help="KServe V2 gRPC port (0: no gRPC)."),
     ] = 8001,
     poll_interval: Annotated[
-        float, typer.Option(metavar="SECONDS", help="How often to look for new versions.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="How often to look for new versions [default: 1, or 10 on an object store].",
+            show_default=False,
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            envvar="MSERVE_CACHE_DIR",
+            help="Where a server on an object store keeps the versions it serves "
+            "[default: ~/.cache/mserve/<hash of the URL>].",
+            show_default=False,
+        ),
+    ] = None,
     version_policy: Annotated[
         str,
         typer.Option(metavar="latest:N|all", help="Versions to serve, besides labelled ones."),
@@ -116,14 +131,18 @@ def serve_command(
     from mserve.server.settings import BatchSettings, ServerSettings, VersionPolicy
 
     location = repository or repo
+    source = None
     if "://" in location and not location.startswith("file://"):
-        raise UsageError(
-            f"{location}: serving from an object store is not available yet; "
-            "serve a folder (a copy of the repository)"
-        )
-    root = Path(location.removeprefix("file://"))
-    if not root.is_dir():
-        raise UsageError(f"model repository {root} does not exist")
+        from mserve.server.mirror import default_cache
+
+        source = location.rstrip("/")  # an object store: served from a local copy
+        root = cache_dir or default_cache(source)
+    else:
+        root = Path(location.removeprefix("file://"))
+        if not root.is_dir():
+            raise UsageError(f"model repository {root} does not exist")
+    if poll_interval is None:
+        poll_interval = 1.0 if source is None else 10.0
     if (
         min(max_batch_size, max_queue, threads, max_connections, shutdown_grace) < 0
         or min(batch_delay_ms, max_body_mb) < 0
@@ -141,6 +160,7 @@ def serve_command(
     serve(
         ServerSettings(
             repository=root,
+            source=source,
             host=host,
             port=port,
             grpc_port=grpc_port,

@@ -32,6 +32,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -107,17 +108,17 @@ class StoreRepository(Repository):
                 check_model_name(name)
             except UsageError:
                 continue
-            if self._committed(name):
+            if self.committed(name):
                 names.append(name)
         return sorted(names)
 
     def versions(self, model: str) -> list[int]:
-        versions = self._committed(check_model_name(model))
+        versions = self.committed(check_model_name(model))
         if not versions:
             raise NotFoundError(f"model {model!r} not found in {self.location}")
         return versions
 
-    def _committed(self, model: str) -> list[int]:
+    def committed(self, model: str) -> list[int]:
         """The versions of MODEL with a manifest (one listing of the model's prefix)."""
         found = set()
         for key in self.store.below(model):
@@ -275,15 +276,16 @@ class Store:
         """KEY's content and a tag of that content for ``swap`` (None, None: no such object).
         The tag is read before and after the content, and must be the same."""
         for _ in range(CAS_RETRIES):
-            before = self._tag(key)
+            before = self.tag(key)
             if before is None:
                 return None, None
             data = self.read(key)
-            if data is not None and self._tag(key) == before:
+            if data is not None and self.tag(key) == before:
                 return data, before
         raise RepositoryError(f"{key} kept changing while it was read")
 
-    def _tag(self, key: str) -> str | None:
+    def tag(self, key: str) -> str | None:
+        """A tag of KEY's current content (ETag, generation): None when there is no KEY."""
         if self.scheme == "memory":
             data = self.read(key)
             return None if data is None else hashlib.sha256(data).hexdigest()
@@ -326,7 +328,7 @@ class Store:
         path = self._path(key)
         if self.scheme == "memory":
             with _MEMORY_LOCK:
-                if self._tag(key) != tag:
+                if self.tag(key) != tag:
                     raise StaleWrite(key)
                 self.fs.pipe_file(path, data)
             return
@@ -385,8 +387,13 @@ class Store:
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of URL and the path of its prefix: no cached instances or
+    listings (another process writes too), and the libraries' own logs quiet (a failure is
+    reported once, by mserve, in one line)."""
     import fsspec
 
+    for name in ("fsspec", "s3fs", "gcsfs", "botocore", "aiobotocore"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     scheme = url.partition("://")[0]
     options: dict[str, Any] = {"skip_instance_cache": True}
     if scheme == "s3":
@@ -394,7 +401,11 @@ def _filesystem(url: str) -> tuple[Any, str]:
         options.update(use_listings_cache=False, config_kwargs={"connect_timeout": 5})
     elif scheme in ("gs", "gcs"):
         _require("gcsfs", "gcs")
-        options.update(use_listings_cache=False)
+        # the plain JSON-API filesystem: gcsfs's default one first probes each bucket over gRPC
+        from gcsfs.core import GCSFileSystem
+
+        fs = GCSFileSystem(use_listings_cache=False, **options)
+        return fs, str(fs._strip_protocol(url))
     fs, root = fsspec.core.url_to_fs(url, **options)
     return fs, str(root)
 

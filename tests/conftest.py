@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,17 +178,19 @@ class Server:
 
     def __init__(
         self,
-        repo: Path,
+        repo: Path | str,
         *args: str,
         env: dict[str, str] | None = None,
         wait: bool = True,
         prefix: tuple[str, ...] = (),
+        log_dir: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
         self.grpc = f"127.0.0.1:{self.grpc_port}"
-        self.log = repo.parent / f"server-{self.port}.log"
+        folder = log_dir if log_dir is not None else Path(repo).parent
+        self.log = folder / f"server-{self.port}.log"
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
             [
@@ -324,3 +327,47 @@ def repo3(tmp_path: Path, three_versions: Path) -> Path:
     repo = tmp_path / "models"
     shutil.copytree(three_versions, repo)
     return repo
+
+
+# -- an S3 API on loopback (moto's server), for repositories on object storage ----------------
+
+SECRET = "mserve-test-secret-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 API on a loopback port; the AWS_* variables point this process and its
+    children at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ENV}
+    os.environ.update({**ENV, "AWS_ENDPOINT_URL_S3": endpoint})
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": SECRET,
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_ENDPOINT_URL_S3": "",
+}
+
+
+def new_bucket() -> str:
+    import boto3
+
+    name = f"models-{secrets.token_hex(4)}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name

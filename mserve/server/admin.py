@@ -52,7 +52,7 @@ class Admin:
     def __init__(self, token: str | None, manager: ModelManager, via: str) -> None:
         self._token = token.encode() if token else None
         self.manager = manager
-        self.lifecycle = Lifecycle(manager.repository, via=via, prepare=manager.prepare)
+        self.lifecycle = Lifecycle(manager.source, via=via, prepare=manager.prepare)
         # One change at a time in this process; the repository's file lock orders processes.
         self._changing = threading.Lock()
 
@@ -184,7 +184,11 @@ class Admin:
     def status(self, model: str | None = None) -> list[dict[str, Any]]:
         """What the repository holds and what this server does with it, model by model; a
         model whose ``model.json`` cannot be read is listed with its ``error``."""
-        repository = self.manager.repository
+        repository, unreachable = self.manager.source, ""
+        mirror = self.manager.mirror
+        if mirror is not None and mirror.error:  # the store is away: what the server has
+            repository = self.manager.repository
+            unreachable = f"the model repository cannot be reached: {mirror.error}"
         if model is None:
             entries = repository.entries()
         else:
@@ -214,7 +218,7 @@ class Admin:
                 {
                     "name": entry.name,
                     "ready": bool(snapshot.served.get(entry.name)),
-                    "error": self.manager.redact(entry.problem),
+                    "error": self.manager.redact(entry.problem) or unreachable,
                     "unloaded": state.unloaded,
                     "labels": served_labels,
                     "labels_in_repository": state.labels,

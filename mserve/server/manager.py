@@ -24,12 +24,14 @@ from mserve import confined
 from mserve.errors import MserveError, NotFoundError, NotReady
 from mserve.manifest import Manifest
 from mserve.protocol.tensors import Plan
-from mserve.repository import LocalRepository, default_version
+from mserve.repository import LocalRepository, Repository, default_version
 from mserve.runtime import ModelRunner
+from mserve.stores import StoreRepository
 from mserve.verified import open_model
 
 from .batching import Batcher, Unbatched
 from .client_safe import Redactor, load_failure
+from .mirror import Mirror
 from .settings import BatchSettings, ServerSettings
 
 if TYPE_CHECKING:
@@ -91,7 +93,15 @@ class Snapshot:
 class ModelManager:
     def __init__(self, settings: ServerSettings, make_executor: Any) -> None:
         self.settings = settings
+        # Where versions are loaded from (a folder), and the repository changes go to and are
+        # read from: the same folder, or an object store whose versions a mirror copies there.
         self.repository = LocalRepository(settings.repository)
+        self.source: Repository = self.repository
+        self.mirror: Mirror | None = None
+        if settings.source is not None:
+            store = StoreRepository(settings.source)
+            self.source = store
+            self.mirror = Mirror(store, settings.repository, settings.version_policy)
         self.snapshot = Snapshot()
         self._make_executor = make_executor
         self.redact = Redactor(self.repository.root)
@@ -161,6 +171,8 @@ class ModelManager:
             self._refresh_safely()
 
     def _refresh_safely(self) -> None:
+        if self.mirror is not None:
+            self.mirror.poll(self.settings.poll_interval_s)
         try:
             self.refresh()
         except Exception as exc:  # a bug; a bad poll must never stop polling (logged once)
@@ -180,6 +192,8 @@ class ModelManager:
                     self._refresh_model(name, old, new)
                     self._publish_model(name, new)
             else:
+                if self.mirror is not None:  # a change just made in the store
+                    self.mirror.sync_model(model)
                 new = Snapshot(dict(old.served), dict(old.labels), dict(old.status))
                 for part in (new.served, new.labels, new.status):
                     part.pop(model, None)
@@ -198,6 +212,8 @@ class ModelManager:
         with self._refresh_lock:
             served = self.snapshot.served.get(model, {}).get(version)
             if served is None:
+                if self.mirror is not None and version not in self._cached(model):
+                    self.mirror.fetch(model, version)
                 settings = self.settings.defaults.override(self.repository.state(model).settings)
                 loaded = self._prepared.get((model, version)) or self._load(
                     model, version, settings
@@ -208,6 +224,12 @@ class ModelManager:
                     raise NotReady(f"{which} cannot be loaded: {why}")
                 self._prepared[(model, version)] = served = loaded
             return served
+
+    def _cached(self, model: str) -> list[int]:
+        try:
+            return self.repository.versions(model)
+        except MserveError:
+            return []
 
     def _models(self) -> list[str] | None:
         try:

@@ -196,3 +196,17 @@ class _ManagerCollector(Collector):
         yield depth
         yield load
         yield loads
+        mirror = self.manager.mirror
+        if mirror is not None:  # serving from an object store
+            up = GaugeMetricFamily(
+                "mserve_repository_up",
+                "1 when the last poll reached the object store, 0 while it cannot be reached.",
+            )
+            up.add_metric([], 0.0 if mirror.error else 1.0)
+            synced = GaugeMetricFamily(
+                "mserve_repository_last_sync_timestamp_seconds",
+                "When a poll last reached the object store (Unix time; 0: never).",
+            )
+            synced.add_metric([], mirror.last_sync)
+            yield up
+            yield synced

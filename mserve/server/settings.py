@@ -50,7 +50,8 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    repository: Path
+    repository: Path  # the folder served (with SOURCE: the cache of its versions)
+    source: str | None = None  # an object store's URL, when serving from one
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int = 8001  # 0: no gRPC endpoint
