@@ -63,6 +63,7 @@ from .repository import (
 
 CLAIMS = ".claims"  # <model>/.claims/<N>: version numbers handed out
 EXTRAS = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}
+_HONOURING: set[str] = set()  # stores found to honour conditional writes, by location
 CAS_RETRIES = 20  # raising last_version: tries before giving up (each lost to another writer)
 
 
@@ -97,7 +98,6 @@ class StoreRepository(Repository):
             )
         self.location = url.rstrip("/")
         self.store = Store(url)
-        self.checked = False  # the store was found to honour conditional writes
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -215,9 +215,9 @@ class StoreRepository(Repository):
         raise RepositoryError(f"{model}: model.json kept changing; last_version not raised")
 
     def _check_writable(self) -> None:
-        if not self.checked:
+        if self.location not in _HONOURING:  # once per process and store
             self.store.check_conditional_writes(self.location)
-            self.checked = True
+            _HONOURING.add(self.location)
 
 
 def _state_bytes(state: ModelState) -> bytes:

@@ -10,6 +10,7 @@ import httpx
 from moto.server import ThreadedMotoServer
 
 import mserve
+from mserve.stores import open_repository
 from tests.conftest import Server, free_port, new_bucket, wait_until
 
 BODY = {
@@ -75,3 +76,37 @@ def test_a_server_on_s3_follows_the_store_and_rides_out_an_outage(
     assert "the model repository can be reached again" in log
     assert "Traceback" not in log
     assert "mserve-test-secret" not in log
+
+
+def test_admin_changes_on_a_server_on_s3_go_to_the_store(
+    s3_server: str, tmp_path: Path, iris_pipeline: Any, iris_data: Any
+) -> None:
+    location = f"s3://{new_bucket()}/models"
+    for _ in range(2):
+        mserve.export(iris_pipeline, name="iris", repo=location, sample=iris_data[0][:5])
+    token = "test-admin-token-0123456789"
+    cache = tmp_path / "cache"
+    server = Server(
+        location, "--cache-dir", str(cache), env={"MSERVE_ADMIN_TOKEN": token}, log_dir=tmp_path
+    )
+    try:
+        assert not (cache / "iris" / "1").exists()  # latest:1 serves version 2 alone
+        promoted = httpx.post(
+            f"{server.url}/admin/models/iris/promote",
+            json={"version": 1},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        assert promoted.status_code == 200, promoted.text
+        assert open_repository(location).state("iris").labels == {"stable": 1}
+        assert (cache / "iris" / "1" / "model.onnx").is_file()  # fetched to be served
+        answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=BODY).json()
+        assert answer["model_version"] == "1"  # stable, served at once
+        status = httpx.get(
+            f"{server.url}/admin/models", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        (iris,) = status["models"] if isinstance(status, dict) else status
+        assert iris["labels_in_repository"] == {"stable": 1}
+        assert [row["version"] for row in iris["versions"]] == [1, 2]
+    finally:
+        assert server.stop() == 0
