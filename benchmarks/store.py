@@ -33,9 +33,8 @@ MODELS, VERSIONS = 10, 5
 
 
 def s3() -> tuple[Any, str]:
-    import os
-
     import logging
+    import os
 
     import boto3
     from moto.server import ThreadedMotoServer
