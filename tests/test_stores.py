@@ -59,6 +59,8 @@ def test_the_lifecycle_on_every_kind_of_repository(
     assert cli("validate", "iris:2", "--against", "iris:1").exit_code == 0
     predicted = cli("predict", "iris:2", "--input", f"@{SAMPLES / 'iris_sample.csv'}", "--json")
     assert predicted.exit_code == 0, predicted.stderr
+    benched = cli("bench", "iris:2", "--batch-size", "1", "--duration", "0.2", "--json")
+    assert benched.exit_code == 0, benched.stderr
     for command in (
         ("promote", "iris", "1", "--repo", location),
         ("promote", "iris", "2", "--repo", location),

@@ -27,11 +27,12 @@ import shutil
 import time
 from pathlib import Path
 
+from mserve import confined
 from mserve.errors import MserveError, RepositoryError
 from mserve.manifest import MANIFEST_FILE
 from mserve.reference import VERSION, check_model_name
 from mserve.repository import MODEL_STATE_FILE, ModelState, parse_state
-from mserve.stores import StoreRepository
+from mserve.stores import StoreRepository, StoreUnreachable
 
 from .settings import VersionPolicy
 
@@ -55,6 +56,7 @@ class Mirror:
         self.failures = 0  # polls failed in a row
         self.next_try = 0.0  # monotonic: no poll before this (backing off)
         self.last_sync = 0.0  # time.time() of the last poll that reached the store
+        self.failures_seen: dict[str, str] = {}  # model or version -> why it cannot be copied
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def poll(self, interval: float) -> None:
@@ -89,7 +91,12 @@ class Mirror:
         for name in sorted(names):
             tag = store.tag(f"{name}/{MODEL_STATE_FILE}")
             if full or name not in self.tags or tag != self.tags[name]:
-                self.sync_model(name)
+                try:
+                    self.sync_model(name)
+                except StoreUnreachable:
+                    raise
+                except MserveError as exc:  # this model only: the others go on
+                    self._failed(name, exc)
         for gone in {p.name for p in self.cache.iterdir() if p.is_dir()} - names:
             shutil.rmtree(self.cache / gone, ignore_errors=True)
             self.tags.pop(gone, None)
@@ -105,7 +112,12 @@ class Mirror:
         wanted = self.served(state, versions)
         for version in wanted:
             if not (folder / str(version) / MANIFEST_FILE).is_file():
-                self.fetch(model, version)
+                try:
+                    self.fetch(model, version)
+                except StoreUnreachable:
+                    raise
+                except MserveError as exc:  # this version only: not served, said once
+                    self._failed(f"{model}:{version}", exc)
         if data is not None:
             _replace(folder / MODEL_STATE_FILE, data)
         for entry in folder.iterdir():
@@ -113,6 +125,11 @@ class Mirror:
             if entry.is_dir() and (stale or entry.name.startswith(STAGING)):
                 shutil.rmtree(entry, ignore_errors=True)
         self.tags[model] = tag
+
+    def _failed(self, what: str, exc: MserveError) -> None:
+        if self.failures_seen.get(what) != str(exc):
+            log.error("cannot copy %s from the model repository: %s", what, exc)
+            self.failures_seen[what] = str(exc)
 
     def served(self, state: ModelState, versions: list[int]) -> list[int]:
         """The versions a server serves (manager.py's rule): none of an unloaded model, else
@@ -133,6 +150,7 @@ class Mirror:
         staging = self.cache / model / f"{STAGING}{os.getpid()}-{secrets.token_hex(4)}"
         try:
             for relative, sha256 in manifest.files.items():
+                confined.check_relative(relative)  # never written outside the version
                 data = self.source.read_bytes(model, f"{version}/{relative}", label=where)
                 if hashlib.sha256(data).hexdigest() != sha256:
                     raise RepositoryError(f"{where}: {relative} does not match its manifest")
