@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class Mirror:
         self.next_try = 0.0  # monotonic: no poll before this (backing off)
         self.last_sync = 0.0  # time.time() of the last poll that reached the store
         self.failures_seen: dict[str, str] = {}  # model or version -> why it cannot be copied
+        # one copy at a time: the poll's, or an admin change's (manager.refresh, prepare)
+        self.lock = threading.RLock()
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def poll(self, interval: float) -> None:
@@ -81,6 +84,10 @@ class Mirror:
 
     def sync(self, *, full: bool = True) -> None:
         """Bring the cache in line with the store (every model when FULL)."""
+        with self.lock:
+            self._sync(full)
+
+    def _sync(self, full: bool) -> None:
         store = self.source.store
         names = set()
         for name in store.children(""):
@@ -92,7 +99,7 @@ class Mirror:
             tag = store.tag(f"{name}/{MODEL_STATE_FILE}")
             if full or name not in self.tags or tag != self.tags[name]:
                 try:
-                    self.sync_model(name)
+                    self._sync_model(name)
                 except StoreUnreachable:
                     raise
                 except MserveError as exc:  # this model only: the others go on
@@ -103,6 +110,10 @@ class Mirror:
 
     def sync_model(self, model: str) -> None:
         """Copy what MODEL serves into the cache, and its ``model.json`` last."""
+        with self.lock:
+            self._sync_model(model)
+
+    def _sync_model(self, model: str) -> None:
         store = self.source.store
         data, tag = store.read_tagged(f"{model}/{MODEL_STATE_FILE}")
         state = ModelState() if data is None else parse_state(model, data)
@@ -113,7 +124,7 @@ class Mirror:
         for version in wanted:
             if not (folder / str(version) / MANIFEST_FILE).is_file():
                 try:
-                    self.fetch(model, version)
+                    self._fetch(model, version)
                 except StoreUnreachable:
                     raise
                 except MserveError as exc:  # this version only: not served, said once
@@ -144,6 +155,10 @@ class Mirror:
     def fetch(self, model: str, version: int) -> None:
         """Download a version into the cache: every file its manifest lists, checked against
         its sha256, into a staging folder renamed into place (a reader never sees half)."""
+        with self.lock:
+            self._fetch(model, version)
+
+    def _fetch(self, model: str, version: int) -> None:
         where = f"{model}:{version}"
         manifest_bytes = self.source.read_bytes(model, f"{version}/{MANIFEST_FILE}", label=where)
         manifest = self.source.manifest(model, version)
