@@ -102,6 +102,15 @@ def serve_command(
         float,
         typer.Option(metavar="SECONDS", help="On SIGTERM, how long requests in flight may finish."),
     ] = 30.0,
+    drain_pause: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            envvar="MSERVE_DRAIN_PAUSE",
+            help="On SIGTERM, readiness turns 503 at once but everything is served this long "
+            "more, until a load balancer has seen it; then connections close.",
+        ),
+    ] = 0.0,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -144,7 +153,7 @@ def serve_command(
     if poll_interval is None:
         poll_interval = 1.0 if source is None else 10.0
     if (
-        min(max_batch_size, max_queue, threads, max_connections, shutdown_grace) < 0
+        min(max_batch_size, max_queue, threads, max_connections, shutdown_grace, drain_pause) < 0
         or min(batch_delay_ms, max_body_mb) < 0
         or min(timeout, poll_interval, read_timeout) <= 0
     ):
@@ -176,6 +185,7 @@ def serve_command(
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             access_log=access_log,
             shutdown_grace_s=shutdown_grace,
+            drain_pause_s=drain_pause,
             read_timeout_s=read_timeout,
             max_connections=max_connections,
             allowed_hosts=tuple(allowed_host or ()),

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -76,6 +76,9 @@ class Metrics:
         self.latency: dict[tuple[str, str, str], _Histogram] = {}  # model, version, protocol
         self.batches: dict[tuple[str, str], BatchObserver] = {}
         self.registry.register(_Collector(self))
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...:
+        # what an autoscaler (or an operator) reads besides the queues
+        ProcessCollector(registry=self.registry)
 
     def watch(self, manager: ModelManager) -> None:
         self.registry.register(_ManagerCollector(manager))

@@ -1,9 +1,10 @@
 """The composition root: builds the data plane, the admin operations and both transports, and
 runs them under uvicorn (httptools with the fast path, uvloop) with a graceful SIGTERM.
 
-On SIGTERM or SIGINT readiness turns 503 at once (so a load balancer stops sending), uvicorn
-stops accepting connections, requests in flight finish, and the process exits 0 once they have
-or when the grace period ends.
+On SIGTERM or SIGINT readiness turns 503 at once (so a load balancer stops sending); after
+``--drain-pause`` (everything is still served meanwhile, for the balancer to see readiness drop)
+uvicorn stops accepting connections and closes idle ones, requests in flight finish, and the
+process exits 0 once they have or when the grace period ends.
 """
 
 from __future__ import annotations
@@ -152,6 +153,22 @@ def serve(settings: ServerSettings) -> None:
 
     class Uvicorn(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
+            pause = settings.drain_pause_s
+            if pause > 0 and not server.plane.draining:
+                # Readiness off first, and everything served on (keep-alive connections too)
+                # until a load balancer has seen it; a second signal closes at once.
+                server.plane.draining = True
+                log.info("draining: not ready; serving %g s more, then closing", pause)
+                loop = asyncio.get_running_loop()
+                loop.call_later(pause, self.close_after_pause, sig, frame)
+                return
+            self.close(sig, frame)
+
+        def close_after_pause(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:  # else a second signal closed it already
+                self.close(sig, frame)
+
+        def close(self, sig: int, frame: Any) -> None:
             server.drain()
             super().handle_exit(sig, frame)
 

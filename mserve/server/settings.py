@@ -61,6 +61,7 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     access_log: bool = True
     shutdown_grace_s: float = 30.0
+    drain_pause_s: float = 0.0  # SIGTERM: serving on this long with readiness off, then closing
     read_timeout_s: float = 60.0  # a request must arrive whole within this (408 beyond)
     max_connections: int = 0  # open connections, both ports (0: what the file limit allows)
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides the bound address and loopback

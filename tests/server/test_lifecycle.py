@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -153,6 +154,37 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_0(repo_copy: Path) -> 
     assert [r.status_code for r in replies] == [200] * 4
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/v2/health/live")
+
+
+def test_a_drain_pause_keeps_serving_until_the_balancer_has_seen_readiness_drop(
+    repo_copy: Path,
+) -> None:
+    server = Server(repo_copy, "--drain-pause", "1.5")
+    url = f"{server.url}/v2/models/iris/infer"
+    with httpx.Client(timeout=10) as kept_alive:
+        assert kept_alive.post(url, json=BODY).status_code == 200
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert wait_until(
+            lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 503, timeout=1
+        )
+        # during the pause: the kept-alive connection and new ones are served
+        assert kept_alive.post(url, json=BODY).status_code == 200
+        assert httpx.post(url, json=BODY).status_code == 200
+        assert time.monotonic() - signalled < 1.5
+        assert server.process.wait(timeout=30) == 0
+    assert time.monotonic() - signalled >= 1.5
+    assert "draining: not ready; serving 1.5 s more, then closing" in server.stderr()
+    server.stop()
+
+
+def test_a_second_signal_ends_the_drain_pause(repo_copy: Path) -> None:
+    server = Server(repo_copy, "--drain-pause", "60")
+    server.process.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 503)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=20) == 0
+    server.stop()
 
 
 def test_batching_groups_concurrent_requests_and_answers_each(repo_copy: Path) -> None:

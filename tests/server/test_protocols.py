@@ -310,6 +310,15 @@ def test_metrics_with_model_and_version_labels(server: Any) -> None:
     assert 'mserve_inference_duration_seconds_count{model="iris",version="1"}' in text
     assert 'mserve_model_version_state{model="iris",state="AVAILABLE",version="1"} 1.0' in text
     assert 'mserve_model_load_seconds{model="iris",version="1"}' in text
+    # what autoscalers read: the queues above, and the process
+    process = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("process_")
+    }
+    assert process["process_resident_memory_bytes"] > 10e6
+    assert process["process_cpu_seconds_total"] > 0
+    assert 10 < process["process_open_fds"] < process["process_max_fds"]
     alias = httpx.get(f"{server.url}/monitoring/prometheus/metrics")
     assert alias.status_code == 200 and "mserve_requests_total" in alias.text
 
