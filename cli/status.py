@@ -50,6 +50,12 @@ def status_command(
     for entry in report["models"]:
         if entry.get("error"):  # its model.json cannot be read (admin view)
             console().print(f"{escape(entry['name'])}: {escape(entry['error'])}")
+        applied, current = entry.get("state_applied"), entry.get("state_in_repository")
+        if applied and current and applied != current:  # admin view: this replica lags
+            console().print(
+                f"{escape(entry['name'])}: serves repository state {applied}; the repository "
+                f"is at {current} (the server has not polled it since)"
+            )
     for entry in report["models"]:
         for change in entry.get("history", [])[-3:]:
             console().print(escape(_describe(entry["name"], change)))

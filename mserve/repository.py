@@ -13,6 +13,7 @@ import abc
 import contextlib
 import copy
 import errno
+import hashlib
 import io
 import json
 import os
@@ -68,6 +69,12 @@ class ModelState:
             "unloaded": self.unloaded,
             "last_version": self.last_version,
         }
+
+    def fingerprint(self) -> str:
+        """This state, in 16 hex digits: what replicas report having applied (equal on every
+        replica that has, and to the repository's own when none lags)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelState:

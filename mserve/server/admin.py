@@ -222,6 +222,9 @@ class Admin:
                     "unloaded": state.unloaded,
                     "labels": served_labels,
                     "labels_in_repository": state.labels,
+                    # equal unless this replica lags the repository (or cannot read it)
+                    "state_applied": snapshot.applied.get(entry.name, ""),
+                    "state_in_repository": state.fingerprint() if entry.state else "",
                     "versions": rows,
                     "history": state.history[-HISTORY_SHOWN:],
                 }

@@ -88,6 +88,8 @@ class Snapshot:
     status: dict[str, dict[int, VersionStatus]] = field(default_factory=dict)
     # Each model's default version, worked out by its first request without one.
     defaults: dict[str, ServedVersion] = field(default_factory=dict)
+    # The repository state each model was last brought in line with (ModelState.fingerprint).
+    applied: dict[str, str] = field(default_factory=dict)
 
 
 class ModelManager:
@@ -194,7 +196,9 @@ class ModelManager:
             else:
                 if self.mirror is not None:  # a change just made in the store
                     self.mirror.sync_model(model)
-                new = Snapshot(dict(old.served), dict(old.labels), dict(old.status))
+                new = Snapshot(
+                    dict(old.served), dict(old.labels), dict(old.status), applied=dict(old.applied)
+                )
                 for part in (new.served, new.labels, new.status):
                     part.pop(model, None)
                 if self.repository.model_dir(model).is_dir():
@@ -257,6 +261,8 @@ class ModelManager:
         if model in old.served:
             new.served[model] = old.served[model]
         new.labels[model] = old.labels.get(model, {})
+        if model in old.applied:
+            new.applied[model] = old.applied[model]
         # A model never read before shows its versions failed, with the reason.
         reason = self._model_problem(model, exc)
         unread = {v: VersionStatus(v, "END", reason) for v in versions}
@@ -303,7 +309,10 @@ class ModelManager:
             served[model] = new.served[model]
         labels = {**current.labels, model: new.labels.get(model, {})}
         status = {**current.status, model: new.status.get(model, {})}
-        self.snapshot = Snapshot(served, labels, status)
+        applied = {**current.applied}
+        if model in new.applied:
+            applied[model] = new.applied[model]
+        self.snapshot = Snapshot(served, labels, status, applied=applied)
 
     def _refresh_model(self, model: str, old: Snapshot, new: Snapshot) -> None:
         versions: list[int] = []
@@ -315,6 +324,7 @@ class ModelManager:
             self._keep_unreadable(model, versions, exc, old, new)
             return
         self._readable_again(model)
+        new.applied[model] = state.fingerprint()
         if state.unloaded:  # taken out of service through the repository extension
             new.labels[model] = {}
             new.status[model] = {

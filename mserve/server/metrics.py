@@ -195,10 +195,19 @@ class _ManagerCollector(Collector):
         )
         for event, count in list(self.manager.load_events.items()):
             loads.add_metric(list(event), count)
+        applied = GaugeMetricFamily(
+            "mserve_model_state_applied",
+            "1 for the repository state (model.json's fingerprint) each model was last brought "
+            "in line with: replicas that show one state have converged.",
+            labels=["model", "state"],
+        )
+        for model, fingerprint in snapshot.applied.items():
+            applied.add_metric([model, fingerprint], 1.0)
         yield states
         yield depth
         yield load
         yield loads
+        yield applied
         mirror = self.manager.mirror
         if mirror is not None:  # serving from an object store
             up = GaugeMetricFamily(
