@@ -184,8 +184,9 @@ class Server:
         wait: bool = True,
         prefix: tuple[str, ...] = (),
         log_dir: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
         self.grpc = f"127.0.0.1:{self.grpc_port}"
