@@ -1,19 +1,25 @@
-"""Replicas sharing one repository: each reports the repository state it has applied (a metric
-and the admin status), so one that lags is seen."""
+"""Replicas sharing one repository (a folder, or S3 through moto's server): each reports the
+repository state it has applied (a metric and the admin status), so one that lags is seen, and
+a fleet-wide promote (one repository write) reaches every one."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 from mserve.cli.app import app
 from typer.testing import CliRunner
 
+import mserve
 from mserve.repository import LocalRepository
-from tests.conftest import Server, wait_until
+from mserve.stores import open_repository
+from tests.conftest import Server, new_bucket, wait_until
 
 TOKEN = "test-admin-token-0123456789"
+ROW = [5.1, 3.5, 1.4, 0.2]
+BODY = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
 STATE_LINE = re.compile(
     r'mserve_model_state_applied\{model="(?P<model>[^"]+)",state="(?P<state>\w+)"\} 1\.0'
 )
@@ -60,3 +66,26 @@ def test_replicas_report_the_state_they_applied_and_a_lagging_one_shows(repo3: P
     finally:
         assert fast.stop() == 0
         assert slow.stop() == 0
+
+
+def test_replicas_on_s3_converge_on_a_fleet_promote(
+    s3_server: str, tmp_path: Path, iris_pipeline: Any, iris_data: Any
+) -> None:
+    location = f"s3://{new_bucket()}/models"
+    for _ in range(2):
+        mserve.export(iris_pipeline, name="iris", repo=location, sample=iris_data[0][:5])
+    replicas = [
+        Server(location, "--cache-dir", str(tmp_path / f"cache-{n}"), log_dir=tmp_path)
+        for n in range(3)
+    ]
+    try:
+        promoted = CliRunner().invoke(app, ["promote", "iris", "1", "--repo", location])
+        assert promoted.exit_code == 0, promoted.stderr
+        state = open_repository(location).state("iris").fingerprint()
+        for replica in replicas:
+            assert wait_until(lambda r=replica: applied(r) == {"iris": state})
+            answer = httpx.post(f"{replica.url}/v2/models/iris/infer", json=BODY).json()
+            assert answer["model_version"] == "1"
+    finally:
+        for replica in replicas:
+            assert replica.stop() == 0
