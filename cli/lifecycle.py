@@ -30,7 +30,8 @@ ServersOption = Annotated[
         metavar="URL",
         envvar="MSERVE_SERVER",
         help="A running server (admin API); repeat to change several in turn "
-        "(MSERVE_SERVER: URLs separated by spaces).",
+        "(MSERVE_SERVER: URLs separated by spaces). With --repo: a replica to --wait for "
+        "(a name that resolves to several addresses stands for each).",
         show_default=False,
     ),
 ]
@@ -39,7 +40,8 @@ TargetRepoOption = Annotated[
     typer.Option(
         "--repo",
         metavar="DIR|URL",
-        help="Change the repository's model.json instead; servers polling it follow.",
+        help="Change the repository's model.json instead: one write, which every replica "
+        "polling it follows.",
         show_default=False,
         callback=repository_option,
     ),
@@ -59,7 +61,8 @@ ActorOption = Annotated[
 WaitOption = Annotated[
     bool,
     typer.Option(
-        "--wait", help="Return once every server answers with the version under the label."
+        "--wait",
+        help="Return once every server (replica) answers with the version under the label.",
     ),
 ]
 TimeoutOption = Annotated[
@@ -194,15 +197,22 @@ def _run(
 ) -> None:
     from mserve.lifecycle import check_actor, default_actor
 
-    if bool(servers) == bool(repo):
-        raise UsageError("say where: --server URL (or MSERVE_SERVER), or --repo DIR|URL, not both")
+    if not servers and not repo:
+        raise UsageError("say where: --repo DIR|URL, or --server URL (or MSERVE_SERVER)")
+    if repo is not None and servers and not wait:
+        raise UsageError("with --repo, --server names the replicas to --wait for: add --wait")
+    if repo is not None and wait and not servers:
+        raise UsageError("--wait waits for the replicas: name them with --server (repeated)")
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
-    if wait and repo is not None:
-        raise UsageError("--wait waits for servers: use it with --server")
     fields["actor"] = check_actor(actor) if actor else default_actor()
-    if repo is not None:
+    if repo is not None:  # one write, which every replica polling the repository follows
         outcomes = [_in_repository(operation, model, fields, repo)]
+        change = outcomes[0].change
+        if wait and change is not None:
+            replicas = [Outcome(url, change) for url in _replicas(servers or [])]
+            _wait(replicas, model, fields.get("label", "stable"), timeout)
+            outcomes += replicas
     else:
         token = admin_token(token_file, "--token-file")
         outcomes = [
@@ -257,6 +267,35 @@ def _on_server(
 def _failed(target: str, error: MserveError) -> Outcome:
     # The error tree's own code, so an unknown model is 2 here as it is for every command.
     return Outcome(target, error=error.message, exit_code=error.exit_code)
+
+
+def _replicas(servers: list[str]) -> list[str]:
+    """The servers to wait for: each URL, and a name that resolves to several addresses (a
+    Kubernetes headless Service) as one URL per address."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    found: list[str] = []
+    for url in servers:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        addresses: list[str] = []
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError:
+                infos = []  # waited for as given: it is reported as not serving
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if len(addresses) < 2:
+            found.append(url)
+            continue
+        for address in addresses:
+            shown = f"[{address}]" if ":" in address else address
+            found.append(parts._replace(netloc=f"{shown}:{port}").geturl())
+    return found
 
 
 def _wait(outcomes: list[Outcome], model: str, label: str, timeout: float) -> None:

@@ -4,18 +4,21 @@ a fleet-wide promote (one repository write) reaches every one."""
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from mserve.cli.app import app
 from typer.testing import CliRunner
 
 import mserve
 from mserve.repository import LocalRepository
 from mserve.stores import open_repository
-from tests.conftest import Server, new_bucket, wait_until
+from tests.conftest import Server, export_iris, free_port, new_bucket, wait_until
 
 TOKEN = "test-admin-token-0123456789"
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -86,6 +89,73 @@ def test_replicas_on_s3_converge_on_a_fleet_promote(
             assert wait_until(lambda r=replica: applied(r) == {"iris": state})
             answer = httpx.post(f"{replica.url}/v2/models/iris/infer", json=BODY).json()
             assert answer["model_version"] == "1"
+    finally:
+        for replica in replicas:
+            assert replica.stop() == 0
+
+
+@pytest.fixture
+def two_versions(repo: Path, iris_data: Any) -> Path:
+    for _ in range(2):
+        export_iris(repo, iris_data)
+    return repo
+
+
+def test_a_fleet_promote_waits_for_every_replica_and_names_one_that_is_down(
+    two_versions: Path,
+) -> None:
+    replicas = [Server(two_versions) for _ in range(2)]
+    down = f"http://127.0.0.1:{free_port()}"  # a replica that is not running
+    try:
+        args = ["promote", "iris", "1", "--repo", str(two_versions), "--wait", "--timeout", "3"]
+        for replica in replicas:
+            args += ["--server", replica.url]
+        waited = CliRunner().invoke(app, [*args, "--server", down, "--json"])
+        assert waited.exit_code == 3, waited.stderr
+        results = {r["target"]: r for r in json.loads(waited.stdout)["results"]}
+        assert results[str(two_versions)]["ok"]  # the one write
+        for replica in replicas:
+            assert results[replica.url]["ok"] and results[replica.url]["served_after_s"] >= 0
+        assert not results[down]["ok"]
+        assert "was not served by version 1" in results[down]["error"]
+
+        refused = CliRunner().invoke(
+            app, ["promote", "iris", "1", "--repo", str(two_versions), "--server", down]
+        )
+        assert refused.exit_code == 2 and "add --wait" in refused.stderr
+    finally:
+        for replica in replicas:
+            assert replica.stop() == 0
+
+
+def test_a_name_resolving_to_several_replicas_stands_for_each(
+    two_versions: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()  # one port on two loopback addresses, as pods behind a headless Service
+    replicas = [
+        Server(two_versions, "--host", host, port=port, wait=False)
+        for host in ("127.0.0.2", "127.0.0.3")
+    ]
+    resolve = socket.getaddrinfo
+
+    def headless(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "replicas.test":  # no DNS server here: the Service's records, as DNS gives them
+            return [resolve(a, *args, **kwargs)[0] for a in ("127.0.0.2", "127.0.0.3")]
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", headless)
+    try:
+        for replica, host in zip(replicas, ("127.0.0.2", "127.0.0.3"), strict=True):
+            replica.url = f"http://{host}:{port}"
+            replica.wait_ready()
+        result = CliRunner().invoke(
+            app,
+            ["promote", "iris", "1", "--repo", str(two_versions), "--wait", "--json",
+             "--server", f"http://replicas.test:{port}"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stdout + result.stderr
+        targets = [r["target"] for r in json.loads(result.stdout)["results"]][1:]
+        assert targets == [f"http://127.0.0.2:{port}", f"http://127.0.0.3:{port}"]
     finally:
         for replica in replicas:
             assert replica.stop() == 0
