@@ -234,7 +234,7 @@ def test_cli_exit_codes_refused_unreachable_and_bad_token(
     down = run_mserve("promote", "iris", "2", "--server", "http://127.0.0.1:9", env=ENV)
     assert down.returncode == 3 and "cannot reach" in down.stderr
     both = run_mserve("promote", "iris", "2", "--server", url, "--repo", ".", env=ENV)
-    assert both.returncode == 2 and "not both" in both.stderr
+    assert both.returncode == 2 and "add --wait" in both.stderr  # --server: replicas to wait for
     allowed = run_mserve("promote", "iris", "3", "--server", url, "--allow-breaking", env=ENV)
     assert allowed.returncode == 0, allowed.stderr
 
