@@ -172,7 +172,8 @@ def serve(settings: ServerSettings) -> None:
             server.drain()
             super().handle_exit(sig, frame)
 
-    log.info("serving %s on http://%s:%d", settings.repository, settings.host, settings.port)
+    served = settings.source or settings.repository  # a store's URL, not the cache's folder
+    log.info("serving %s on http://%s:%d", served, settings.host, settings.port)
     # uvicorn re-raises the signal it caught to the previous handler once it has drained; the
     # drain is the whole answer to SIGTERM here, so the process then exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

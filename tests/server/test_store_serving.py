@@ -72,6 +72,7 @@ def test_a_server_on_s3_follows_the_store_and_rides_out_an_outage(
         assert server.stop() == 0
         store.stop()
     log = server.stderr()
+    assert f"serving {location} on http://127.0.0.1:{server.port}" in log
     assert log.count("the model repository cannot be reached") == 1, log
     assert "the model repository can be reached again" in log
     assert "Traceback" not in log
