@@ -43,7 +43,7 @@ def build_models(repo: Path) -> dict[str, Path]:
     from sklearn.linear_model import LogisticRegression
 
     import mserve
-    from mserve.repository import Repository
+    from mserve.repository import LocalRepository
 
     x, y = load_iris(return_X_y=True)
     x = x.astype(np.float32)
@@ -82,7 +82,7 @@ def build_models(repo: Path) -> dict[str, Path]:
     mserve.export(
         source, name="mlp", repo=repo, sample=rng.normal(size=(4, 256)).astype(np.float32)
     )
-    Repository(repo).update_state(
+    LocalRepository(repo).update_state(
         "mlp", lambda s: s.settings.update(max_batch_size=64, max_queue_delay_ms=0, max_queue=1024)
     )
     # The same MLP run inline (no batching): the comparison of transports issue 11 asks for.
