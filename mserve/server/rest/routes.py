@@ -239,8 +239,8 @@ class Routes:
         """What handles the request apart (``apart.py``), when its JSON is over
         ``APART_BYTES`` or came compressed (it may inflate to that). Else None, also for a
         body whose headers are wrong: decoding it here says what is wrong."""
-        if body is None:
-            return None
+        if body is None or (len(body) <= APART_BYTES and b"content-encoding" not in headers):
+            return None  # the common case, first: small and not compressed
         encoding = headers.get(b"content-encoding", b"identity")
         if encoding not in (b"identity", b"gzip", b"deflate"):
             return None
