@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from mserve.errors import MserveError, foreign_message
 
-from . import bench, export, inspect, lifecycle, predict, serve, status, validate
+from . import bench, canary, export, inspect, lifecycle, predict, serve, status, validate
 from .output import Mode, error_line
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -111,3 +111,4 @@ app.command("status")(status.status_command)
 app.command("promote")(lifecycle.promote_command)
 app.command("rollback")(lifecycle.rollback_command)
 app.command("retire")(lifecycle.retire_command)
+app.add_typer(canary.app)

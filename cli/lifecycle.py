@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from mserve.errors import MserveError, Unauthorized, UsageError
 
 from .options import JsonOption, TokenFileOption, admin_token, repository_option
 from .output import console, emit_json, error_line, escape
+
+if TYPE_CHECKING:
+    from mserve.client import ServerClient
 
 ModelArgument = Annotated[str, typer.Argument(metavar="MODEL", help="Model name.")]
 VersionArgument = Annotated[int, typer.Argument(metavar="VERSION", help="Version number.")]
@@ -114,7 +117,7 @@ def promote_command(
     """Move a label (default 'stable') to a version: it must validate, keep the label's clients
     working, and be loaded and ready before the label moves."""
     fields = {"version": version, "label": label, "allow_breaking": allow_breaking}
-    _run(
+    run_change(
         "promote",
         model,
         fields,
@@ -141,7 +144,7 @@ def rollback_command(
     json: JsonOption = False,
 ) -> None:
     """Move a label back to the version it named before its last promote."""
-    _run(
+    run_change(
         "rollback",
         model,
         {"label": label},
@@ -168,7 +171,7 @@ def retire_command(
 ) -> None:
     """Stop serving a version for good (refused while a label names it)."""
     fields = {"version": version}
-    _run(
+    run_change(
         "retire",
         model,
         fields,
@@ -182,7 +185,7 @@ def retire_command(
     )
 
 
-def _run(
+def run_change(
     operation: str,
     model: str,
     fields: dict[str, Any],
@@ -207,24 +210,24 @@ def _run(
         raise UsageError("--timeout must be positive")
     fields["actor"] = check_actor(actor) if actor else default_actor()
     if repo is not None:  # one write, which every replica polling the repository follows
-        outcomes = [_in_repository(operation, model, fields, repo)]
+        outcomes = [change_in_repository(operation, model, fields, repo)]
         change = outcomes[0].change
         if wait and change is not None:
-            replicas = [Outcome(url, change) for url in _replicas(servers or [])]
-            _wait(replicas, model, fields.get("label", "stable"), timeout)
+            replicas = [Outcome(url, change) for url in expand_replicas(servers or [])]
+            _wait(replicas, model, timeout)
             outcomes += replicas
     else:
         token = admin_token(token_file, "--token-file")
         outcomes = [
-            _on_server(operation, model, fields, url, token=token, timeout=timeout)
+            change_on_server(operation, model, fields, url, token=token, timeout=timeout)
             for url in servers or []
         ]
         if wait:
-            _wait(outcomes, model, fields.get("label", "stable"), timeout)
+            _wait(outcomes, model, timeout)
     _report(operation, model, outcomes, json)
 
 
-def _in_repository(operation: str, model: str, fields: dict[str, Any], repo: str) -> Outcome:
+def change_in_repository(operation: str, model: str, fields: dict[str, Any], repo: str) -> Outcome:
     from mserve.lifecycle import Lifecycle
     from mserve.repository import LocalRepository
     from mserve.stores import open_repository
@@ -234,13 +237,13 @@ def _in_repository(operation: str, model: str, fields: dict[str, Any], repo: str
         raise UsageError(f"model repository {repo} does not exist")
     lifecycle = Lifecycle(repository, via=f"mserve {operation} --repo on {socket.gethostname()}")
     try:
-        change = getattr(lifecycle, operation)(model, **fields)
+        change = getattr(lifecycle, operation.replace("/", "_"))(model, **fields)
     except MserveError as exc:
         return _failed(str(repo), exc)
     return Outcome(str(repo), change.to_dict())
 
 
-def _on_server(
+def change_on_server(
     operation: str,
     model: str,
     fields: dict[str, Any],
@@ -269,7 +272,7 @@ def _failed(target: str, error: MserveError) -> Outcome:
     return Outcome(target, error=error.message, exit_code=error.exit_code)
 
 
-def _replicas(servers: list[str]) -> list[str]:
+def expand_replicas(servers: list[str]) -> list[str]:
     """The servers to wait for: each URL, and a name that resolves to several addresses (a
     Kubernetes headless Service) as one URL per address."""
     import ipaddress
@@ -298,22 +301,21 @@ def _replicas(servers: list[str]) -> list[str]:
     return found
 
 
-def _wait(outcomes: list[Outcome], model: str, label: str, timeout: float) -> None:
-    """Poll each changed server until it serves the new version under the label."""
+def _wait(outcomes: list[Outcome], model: str, timeout: float) -> None:
+    """Poll each changed server until it serves what the change says: the label's new version,
+    or the canary started or ended."""
     from mserve.client import ServerClient
 
     started = time.monotonic()
     for outcome in outcomes:
-        if outcome.change is None:
+        change = outcome.change
+        if change is None:
             continue
-        version = outcome.change["to"]
         client = ServerClient(outcome.target, timeout=5)
         try:
-            while not client.serves(model, label, version):
+            while not _applies(client, model, change):
                 if time.monotonic() - started > timeout:
-                    outcome.error = (
-                        f"{model}@{label} was not served by version {version} within {timeout:g} s"
-                    )
+                    outcome.error = f"{_what(model, change)} within {timeout:g} s"
                     outcome.exit_code = 3
                     break
                 time.sleep(0.05)
@@ -321,6 +323,28 @@ def _wait(outcomes: list[Outcome], model: str, label: str, timeout: float) -> No
                 outcome.served_after_s = round(time.monotonic() - started, 3)
         finally:
             client.close()
+
+
+def _applies(client: ServerClient, model: str, change: dict[str, Any]) -> bool:
+    operation, version = change["operation"], change["to"]
+    if operation not in ("canary", "abort"):
+        return client.serves(model, change["label"], version)
+    try:
+        canary = client.canary(model)
+    except MserveError:
+        return False
+    if operation == "abort":
+        return canary is None
+    return canary is not None and canary["candidate"] == str(version)
+
+
+def _what(model: str, change: dict[str, Any]) -> str:
+    """What a server that has not followed CHANGE fails to do, for the error line."""
+    if change["operation"] == "canary":
+        return f"the canary of {model} to version {change['to']} was not applied"
+    if change["operation"] == "abort":
+        return f"the canary of {model} was still applied"
+    return f"{model}@{change['label']} was not served by version {change['to']}"
 
 
 def _report(operation: str, model: str, outcomes: list[Outcome], json: bool) -> None:

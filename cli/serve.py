@@ -11,6 +11,7 @@ from mserve.errors import UsageError
 
 from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token, repository_option
 
+MAX_WORKERS = 64
 MAX_PORT = 65535
 
 
@@ -111,6 +112,15 @@ def serve_command(
             "more, until a load balancer has seen it; then connections close.",
         ),
     ] = 0.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            envvar="MSERVE_WORKERS",
+            help="Processes serving the same ports, each with every model loaded: one per "
+            "core the server may use. /metrics adds them up; admin changes reach them all.",
+        ),
+    ] = 1,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -158,6 +168,8 @@ def serve_command(
         or min(timeout, poll_interval, read_timeout) <= 0
     ):
         raise UsageError("sizes, delays and limits must be positive (or zero where allowed)")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers is 1 to {MAX_WORKERS}")
     if not (0 < port <= MAX_PORT and 0 <= grpc_port <= MAX_PORT):
         raise UsageError(f"ports are 1 to {MAX_PORT} (--grpc-port 0 turns gRPC off)")
     token = admin_token(admin_token_file, "--admin-token-file")
@@ -190,7 +202,8 @@ def serve_command(
             max_connections=max_connections,
             allowed_hosts=tuple(allowed_host or ()),
             admin_token=token,
-        )
+        ),
+        workers=workers,
     )
 
 

@@ -56,6 +56,16 @@ def status_command(
                 f"{escape(entry['name'])}: serves repository state {applied}; the repository "
                 f"is at {current} (the server has not polled it since)"
             )
+        canary = entry.get("canary")
+        if canary:  # admin view
+            from mserve.canary import Canary
+
+            shown = Canary.from_dict(canary)
+            applied_here = entry.get("canary_applied") == shown.id
+            console().print(
+                f"{escape(entry['name'])}: canary {escape(shown.id)}: {escape(shown.describe())}"
+                + ("" if applied_here else " (not applied by this server yet)")
+            )
     for entry in report["models"]:
         for change in entry.get("history", [])[-3:]:
             console().print(escape(_describe(entry["name"], change)))

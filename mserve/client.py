@@ -157,9 +157,20 @@ class ServerClient:
         return [self._request("GET", f"/admin/models/{model}")]
 
     def change(self, model: str, operation: str, **fields: Any) -> dict[str, Any]:
-        """Run ``operation`` (promote, rollback, retire); the reply's change and model status."""
+        """Run ``operation`` (promote, rollback, retire, canary, canary/promote, canary/abort);
+        the reply's change and model status."""
         body = {k: v for k, v in fields.items() if v is not None}
         return dict(self._request("POST", f"/admin/models/{model}/{operation}", json=body))
+
+    def metrics(self) -> str:
+        """The server's Prometheus metrics, as text."""
+        return bytes(self._request("GET", "/metrics", raw=True)).decode("utf-8", "replace")
+
+    def canary(self, model: str) -> dict[str, str] | None:
+        """The canary this server applies to MODEL (mserve_canary_info's labels), if any."""
+        from .canary_report import canaries_in
+
+        return canaries_in(self.metrics()).get(model)
 
     def serves(self, model: str, label: str, version: int) -> bool:
         """Does this server answer requests for ``model@label`` with ``version``?"""

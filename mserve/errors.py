@@ -72,6 +72,7 @@ class MserveError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.model_version = ""  # the version a request failed on, for its reply to name
 
     def __str__(self) -> str:
         return self.message

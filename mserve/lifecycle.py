@@ -15,10 +15,11 @@ import getpass
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from .canary import DEFAULT_TOLERANCE, Canary, check_header, check_tolerance, check_weight
 from .errors import Conflict, NotFoundError, UsageError, ValidationError
 from .manifest import ci_provenance
 from .reference import check_label
@@ -34,7 +35,7 @@ class LabelChange:
     """One lifecycle operation's outcome; ``changed`` is False when it was already so."""
 
     model: str
-    operation: str  # promote, rollback, retire, load, unload
+    operation: str  # promote, rollback, retire, load, unload, canary, abort
     changed: bool
     label: str | None = None
     from_version: int | None = None  # where the label was
@@ -42,6 +43,7 @@ class LabelChange:
     version: int | None = None  # the version retired
     actor: str = ""
     time: str = ""
+    detail: str | None = None  # a canary's split, an abort's reason
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class LabelChange:
             "version": self.version,
             "actor": self.actor,
             "time": self.time,
+            "detail": self.detail,
         }
 
     @classmethod
@@ -67,6 +70,11 @@ class LabelChange:
             moved = f"'{self.label}' {before} -> {self.to_version}"
             already = "" if self.changed else " (already)"
             return f"{self.operation} {self.model}: {moved}{already}"
+        if self.operation == "canary":
+            return f"canary {self.model}: {self.detail} (baseline {self.from_version})"
+        if self.operation == "abort":
+            why = f": {self.detail}" if self.detail else ""
+            return f"canary of {self.model} aborted, '{self.label}' stays {self.to_version}{why}"
         if self.operation == "retire":
             done = "retired" if self.changed else "was already retired"
             return f"{self.model}:{self.version} {done}"
@@ -154,6 +162,7 @@ class Lifecycle:
                 )
             if version in state.retired:
                 raise Conflict(f"{model}:{version} is retired; only live versions are promoted")
+            _refuse_during_canary(state, model, label)
             if current is not None and not allow_breaking:
                 self._require_compatible(model, current, version, label)
             return self._move(state, model, "promote", label, version, actor)
@@ -169,6 +178,7 @@ class Lifecycle:
             current = state.labels.get(label)
             if current is None:
                 raise NotFoundError(f"model '{model}' has no label '{label}'")
+            _refuse_during_canary(state, model, label)
             target = previous_version(state.history, label, current)
             if target is None:
                 raise Conflict(f"'{label}' of {model} has no earlier version to roll back to")
@@ -188,6 +198,12 @@ class Lifecycle:
             if version in state.retired:
                 return self._change(model, "retire", False, version=version, actor=actor)
             holders = sorted(name for name, held in state.labels.items() if held == version)
+            canary = state.canary
+            if canary is not None and canary.candidate == version:
+                raise Conflict(
+                    f"{model}:{version} is the candidate of canary '{canary.id}'; "
+                    "promote or abort it first"
+                )
             if holders:
                 names = ", ".join(f"'{name}'" for name in holders)
                 raise Conflict(
@@ -199,6 +215,112 @@ class Lifecycle:
             return self._change(model, "retire", True, version=version, actor=actor)
 
         return self._transaction(model, apply)
+
+    def canary(
+        self,
+        model: str,
+        version: int,
+        *,
+        label: str = STABLE,
+        weight: float = 10.0,
+        header: str | None = None,
+        shadow: bool = False,
+        tolerance: float = DEFAULT_TOLERANCE,
+        actor: str,
+        allow_breaking: bool = False,
+    ) -> LabelChange:
+        """Start a canary: ``weight`` percent of ``label``'s requests to ``version`` (which
+        passes promote's gates), sticky on ``header``, and with ``shadow`` a copy of the rest."""
+        check_label(label)
+        check_weight(weight, shadow=shadow)
+        if header is not None:
+            check_header(header.lower())
+        check_tolerance(tolerance)
+        self._require_version(model, version)
+        self._require_valid(model, version)  # slow: outside the lock
+
+        def apply(state: ModelState) -> LabelChange:
+            if state.canary is not None:
+                raise Conflict(
+                    f"canary '{state.canary.id}' of {model} is running "
+                    f"({state.canary.describe()}); promote or abort it first"
+                )
+            if state.unloaded:
+                raise Conflict(f"model '{model}' is unloaded; load it before a canary")
+            baseline = state.labels.get(label)
+            if baseline is None:
+                raise NotFoundError(f"model '{model}' has no label '{label}'")
+            if baseline == version:
+                raise Conflict(f"'{label}' of {model} already names version {version}")
+            if version in state.retired:
+                raise Conflict(f"{model}:{version} is retired; only live versions are canaries")
+            if not allow_breaking:
+                self._require_compatible(model, baseline, version, label)
+            self.prepare(model, version)
+            change = self._change(
+                model,
+                "canary",
+                True,
+                label=label,
+                from_version=baseline,
+                to_version=version,
+                actor=actor,
+            )
+            stamp = change.time.replace("-", "").replace(":", "").split(".")[0]
+            canary = Canary(
+                f"{stamp}-{version}",
+                label,
+                baseline,
+                version,
+                weight,
+                None if header is None else header.lower(),
+                shadow,
+                tolerance,
+            )
+            state.canary = canary
+            return replace(change, detail=canary.describe())
+
+        return self._transaction(model, apply)
+
+    def canary_promote(self, model: str, *, actor: str) -> LabelChange:
+        """End the canary: its label moves to the candidate (a promote, rolled back as one)."""
+        self._require_model(model)
+
+        def apply(state: ModelState) -> LabelChange:
+            canary = self._running(state, model)
+            state.canary = None
+            change = self._move(state, model, "promote", canary.label, canary.candidate, actor)
+            return replace(change, detail=f"canary '{canary.id}'")
+
+        return self._transaction(model, apply)
+
+    def canary_abort(self, model: str, *, actor: str, reason: str = "") -> LabelChange:
+        """End the canary: the label's requests all go to the baseline again."""
+        self._require_model(model)
+        if not reason.isprintable() or len(reason) > MAX_ACTOR_LENGTH:
+            raise UsageError(f"a reason is printable text of at most {MAX_ACTOR_LENGTH} characters")
+
+        def apply(state: ModelState) -> LabelChange:
+            canary = self._running(state, model)
+            state.canary = None
+            return self._change(
+                model,
+                "abort",
+                True,
+                label=canary.label,
+                from_version=canary.candidate,
+                to_version=canary.baseline,
+                actor=actor,
+                detail=reason or None,
+            )
+
+        return self._transaction(model, apply)
+
+    @staticmethod
+    def _running(state: ModelState, model: str) -> Canary:
+        if state.canary is None:
+            raise Conflict(f"model '{model}' has no canary running")
+        return state.canary
 
     def set_serving(self, model: str, serving: bool, *, actor: str) -> LabelChange:
         """Take a whole model out of service (``unload``) or back in (``load``)."""
@@ -259,6 +381,7 @@ class Lifecycle:
         to_version: int | None = None,
         version: int | None = None,
         actor: str = "",
+        detail: str | None = None,
     ) -> LabelChange:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return LabelChange(
@@ -271,6 +394,7 @@ class Lifecycle:
             version,
             check_actor(actor),
             now,
+            detail,
         )
 
     def _require_model(self, model: str) -> list[int]:
@@ -304,3 +428,12 @@ class Lifecycle:
                 f"{model}:{version} breaks clients of {model}:{current} ('{label}'): "
                 f"{first.where}: {first.message}; --allow-breaking promotes it anyway"
             )
+
+
+def _refuse_during_canary(state: ModelState, model: str, label: str) -> None:
+    canary = state.canary
+    if canary is not None and canary.label == label:
+        raise Conflict(
+            f"canary '{canary.id}' of {model} runs on '{label}'; promote or abort it first "
+            f"(mserve canary promote|abort)"
+        )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import confined
+from .canary import Canary
 from .errors import NotFoundError, ReadOnlyRepository, RepositoryError, UsageError
 from .manifest import MANIFEST_FILE, Manifest, sha256_file, write_json
 from .reference import VERSION, Reference, check_label, check_model_name
@@ -59,9 +60,10 @@ class ModelState:
     # Highest version ever allocated: a deleted version's number is never handed out again,
     # so a server that cached version N never sees a different N.
     last_version: int = 0
+    canary: Canary | None = None  # one label's requests split with a candidate (canary.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "labels": self.labels,
             "retired": sorted(self.retired),
             "history": self.history,
@@ -69,6 +71,14 @@ class ModelState:
             "unloaded": self.unloaded,
             "last_version": self.last_version,
         }
+        if self.canary is not None:
+            data["canary"] = self.canary.to_dict()
+        return data
+
+    @property
+    def pinned(self) -> set[int]:
+        """Versions served whatever the version policy: labelled ones, a canary's candidate."""
+        return {*self.labels.values(), *([self.canary.candidate] if self.canary else [])}
 
     def fingerprint(self) -> str:
         """This state, in 16 hex digits: what replicas report having applied (equal on every
@@ -86,6 +96,7 @@ class ModelState:
             settings=dict(data.get("settings", {})),
             unloaded=bool(data.get("unloaded", False)),
             last_version=int(data.get("last_version", 0)),
+            canary=Canary.from_dict(data["canary"]) if data.get("canary") else None,
         )
 
 
@@ -219,7 +230,7 @@ class Repository(abc.ABC):
 def parse_state(model: str, data: bytes) -> ModelState:
     try:
         return ModelState.from_dict(json.loads(data.decode("utf-8")))
-    except (ValueError, TypeError, AttributeError, UsageError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, UsageError) as exc:
         raise RepositoryError(
             f"{model}: {MODEL_STATE_FILE} is unreadable ({_why_unreadable(exc)})"
         ) from None

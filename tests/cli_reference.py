@@ -65,6 +65,9 @@ def render() -> str:
     for name, command in root.commands.items():  # type: ignore[attr-defined]
         context = typer.Context(command, info_name=name, parent=root_context)
         lines += _section(command, context, f"mserve {name}")
+        for sub, subcommand in getattr(command, "commands", {}).items():  # a group's commands
+            subcontext = typer.Context(subcommand, info_name=sub, parent=context)
+            lines += _section(subcommand, subcontext, f"mserve {name} {sub}")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -5,6 +5,10 @@
     POST /admin/models/{m}/promote         {"version": N, "label"?, "actor"?, "allow_breaking"?}
     POST /admin/models/{m}/rollback        {"label"?, "actor"?}
     POST /admin/models/{m}/retire          {"version": N, "actor"?}
+    POST /admin/models/{m}/canary          {"version": N, "label"?, "weight"?, "header"?,
+                                            "shadow"?, "tolerance"?, "actor"?, "allow_breaking"?}
+    POST /admin/models/{m}/canary/promote  {"actor"?}
+    POST /admin/models/{m}/canary/abort    {"actor"?, "reason"?}
     POST /v2/repository/index              {"ready"?: bool}
     POST /v2/repository/models/{m}/load    {"parameters"?: {...}}
     POST /v2/repository/models/{m}/unload  {"parameters"?: {...}}
@@ -21,10 +25,12 @@ import asyncio
 import hmac
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from mserve.canary import DEFAULT_TOLERANCE
 from mserve.errors import (
     AdminDisabled,
     InputError,
@@ -44,6 +50,18 @@ FIELDS = {  # what each change's body may hold
     "promote": {"version", "label", "actor", "allow_breaking"},
     "rollback": {"label", "actor"},
     "retire": {"version", "actor"},
+    "canary": {
+        "version",
+        "label",
+        "weight",
+        "header",
+        "shadow",
+        "tolerance",
+        "actor",
+        "allow_breaking",
+    },
+    "canary/promote": {"actor"},
+    "canary/abort": {"actor", "reason"},
 }
 BEARER = b"bearer "
 
@@ -55,6 +73,8 @@ class Admin:
         self.lifecycle = Lifecycle(manager.source, via=via, prepare=manager.prepare)
         # One change at a time in this process; the repository's file lock orders processes.
         self._changing = threading.Lock()
+        # Called with the model after each change: the other workers of this server apply it.
+        self.after_change: Callable[[str], None] = lambda model: None
 
     @property
     def enabled(self) -> bool:
@@ -76,7 +96,7 @@ class Admin:
 
     async def admin(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
         """``/admin/...`` (``parts`` after ``admin``), already authorized."""
-        if parts[:1] != ["models"] or len(parts) > 3:
+        if parts[:1] != ["models"] or len(parts) > 4:
             raise NotFoundError(f"no route for /admin/{'/'.join(parts)}")
         if len(parts) == 1:
             MethodNotAllowed.unless(method, "GET")
@@ -85,7 +105,7 @@ class Admin:
         if len(parts) == 2:
             MethodNotAllowed.unless(method, "GET")
             return 200, (await asyncio.to_thread(self.status, model))[0]
-        operation = parts[2]
+        operation = "/".join(parts[2:])
         if operation not in FIELDS:
             raise NotFoundError(f"no route for /admin/{'/'.join(parts)}")
         MethodNotAllowed.unless(method, "POST")
@@ -94,12 +114,28 @@ class Admin:
         label = _typed(fields, "label", str, STABLE)
         version = _typed(fields, "version", int, None, required="version" in FIELDS[operation])
         breaking = _typed(fields, "allow_breaking", bool, False)
+        lifecycle = self.lifecycle
         run = {
-            "promote": lambda: self.lifecycle.promote(
+            "promote": lambda: lifecycle.promote(
                 model, version, label=label, actor=actor, allow_breaking=breaking
             ),
-            "rollback": lambda: self.lifecycle.rollback(model, label=label, actor=actor),
-            "retire": lambda: self.lifecycle.retire(model, version, actor=actor),
+            "rollback": lambda: lifecycle.rollback(model, label=label, actor=actor),
+            "retire": lambda: lifecycle.retire(model, version, actor=actor),
+            "canary": lambda: lifecycle.canary(
+                model,
+                version,
+                label=label,
+                weight=_number(fields, "weight", 10.0),
+                header=_typed(fields, "header", str, None),
+                shadow=_typed(fields, "shadow", bool, False),
+                tolerance=_number(fields, "tolerance", DEFAULT_TOLERANCE),
+                actor=actor,
+                allow_breaking=breaking,
+            ),
+            "canary/promote": lambda: lifecycle.canary_promote(model, actor=actor),
+            "canary/abort": lambda: lifecycle.canary_abort(
+                model, actor=actor, reason=_typed(fields, "reason", str, "")
+            ),
         }[operation]
         change = await self._change(model, run)
         status = await asyncio.to_thread(self.status, model)
@@ -126,12 +162,21 @@ class Admin:
                 if change.changed:
                     log.info("admin: %s, by %s", change.describe(), change.actor)
                 self.manager.refresh(model)
+                self.after_change(model)
                 self._require_served(change)
                 return change
 
         return await asyncio.to_thread(run)
 
     def _require_served(self, change: LabelChange) -> None:
+        if change.operation == "canary":
+            route = self.manager.snapshot.routes.get(change.model)
+            if route is None or route.candidate.version != change.to_version:
+                raise NotReady(
+                    f"the canary of {change.model} is set, but this server does not apply it "
+                    "(see its status)"
+                )
+            return
         if change.operation not in ("promote", "rollback") or change.label is None:
             return
         labels = self.manager.snapshot.labels.get(change.model, {})
@@ -155,6 +200,7 @@ class Admin:
             with self._changing:
                 self.lifecycle.set_serving(model, serving, actor="V2 repository API")
                 self.manager.refresh(model)
+                self.after_change(model)
             if serving and not self.manager.snapshot.served.get(model):
                 errors = [s.error for s in self.manager.snapshot.status.get(model, {}).values()]
                 raise NotReady(
@@ -202,6 +248,7 @@ class Admin:
             state = entry.state or ModelState()
             statuses = snapshot.status.get(entry.name, {})
             served_labels = snapshot.labels.get(entry.name, {})
+            route = snapshot.routes.get(entry.name)
             rows = []
             for number in entry.versions:
                 status = statuses.get(number)
@@ -225,6 +272,8 @@ class Admin:
                     # equal unless this replica lags the repository (or cannot read it)
                     "state_applied": snapshot.applied.get(entry.name, ""),
                     "state_in_repository": state.fingerprint() if entry.state else "",
+                    "canary": None if state.canary is None else state.canary.to_dict(),
+                    "canary_applied": route.id if route is not None else "",
                     "versions": rows,
                     "history": state.history[-HISTORY_SHOWN:],
                 }
@@ -259,3 +308,10 @@ def _typed(
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InputError(f"field '{name}' must be a {kind.__name__}")
     return value
+
+
+def _number(fields: dict[str, Any], name: str, default: float) -> float:
+    value = fields.get(name, default)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InputError(f"field '{name}' must be a number")
+    return float(value)

@@ -52,7 +52,7 @@ from mserve.protocol.tensors import (
 from mserve.signature import Signature, numpy_dtype
 
 if TYPE_CHECKING:  # not imported at run time: the codec process loads no model code
-    from .manager import ServedVersion
+    from .served import ServedVersion
 
 log = logging.getLogger("mserve.server")
 

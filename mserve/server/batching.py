@@ -95,6 +95,11 @@ class Unbatched:
     def release(self) -> None:
         self.in_flight -= 1
 
+    @property
+    def waiting(self) -> int:
+        """Admitted requests not yet on a thread (each thread runs one at a time)."""
+        return max(0, self.in_flight - WORKERS)
+
     async def call(self, job: Callable[[Run], Result], started: float) -> Result:
         """JOB on one of the version's threads, answered by ``started + timeout``. JOB gets the
         function that runs the model, so a request that times out can stop its own run."""
@@ -185,6 +190,11 @@ class Batcher:
 
     def release(self) -> None:
         self.in_flight -= 1
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a batch that has not started."""
+        return sum(not item.future.done() for item in self.pending)
 
     async def run(self, feeds: Arrays, started: float) -> list[Any]:
         loop = asyncio.get_running_loop()

@@ -18,8 +18,10 @@ from mserve.reference import check_model_name, parse_version
 
 from .apart import Apart
 from .batching import INLINE_BYTES, Run, Unbatched, make_executor, rows_of
-from .manager import ModelManager, ServedVersion
+from .canary import Route, Shadows
+from .manager import ModelManager
 from .metrics import Metrics
+from .served import ServedVersion
 from .settings import ServerSettings
 
 Reply = TypeVar("Reply")
@@ -51,6 +53,7 @@ class DataPlane:
         self.started = False  # the repository was read once at start-up
         self.draining = False  # SIGTERM: finishing what is in flight
         self.stats: dict[tuple[str, int], Stats] = {}
+        self.shadows = Shadows(self.metrics)
 
     def _executor(self, model: str, version: int, runner: Any, settings: Any) -> Any:
         return make_executor(runner, settings, self.metrics.observer(model, str(version)))
@@ -68,6 +71,15 @@ class DataPlane:
         except (NotReady, NotFoundError):
             return False
         return True
+
+    def canary(self, model: str, version: int | None, label: str | None) -> Route | None:
+        """The canary a request for MODEL naming VERSION or LABEL (or neither) goes through:
+        the transport then asks its ``pick`` which version answers."""
+        routes = self.manager.snapshot.routes
+        if not routes or version is not None:
+            return None
+        route = routes.get(model)
+        return route if route is not None and route.applies(label) else None
 
     def versions(self, model: str) -> list[int]:
         return sorted(self.manager.snapshot.served.get(model, {}))
@@ -87,18 +99,25 @@ class DataPlane:
         started: float,
         decode: Decode,
         encode: Encode[Reply],
+        *,
+        route: Route | None = None,
     ) -> Reply:
-        """A cheap inference (``runs_now``), answered within the caller's turn."""
+        """A cheap inference (``runs_now``), answered within the caller's turn; ROUTE is the
+        canary that chose SERVED."""
         unbatched = served.unbatched
         assert unbatched is not None  # callers ask runs_now first
         try:
             request = decode(served)
-            reply = encode(served, request, unbatched.run_now(request.feeds))
+            outputs = unbatched.run_now(request.feeds)
+            reply = encode(served, request, outputs)
         except Exception as exc:
-            self.count(served, protocol, exc, started)
+            self.count(served, protocol, exc, started, route=route)
             raise
         # the time since the request arrived: what this call held the loop for
-        unbatched.measured(self.count(served, protocol, None, started, rows_of(request.feeds)))
+        rows = rows_of(request.feeds)
+        unbatched.measured(self.count(served, protocol, None, started, rows=rows, route=route))
+        if route is not None:
+            self.shadow(route, served, request, outputs)
         return reply
 
     async def infer(
@@ -111,6 +130,7 @@ class DataPlane:
         *,
         size: int,
         apart: Apart[Reply] | None = None,
+        route: Route | None = None,
     ) -> Reply:
         """An inference off the event loop (or batched): admitted before its body is decoded,
         answered by its timeout. A large body (SIZE bytes) is decoded and its answer encoded on
@@ -119,7 +139,7 @@ class DataPlane:
         try:
             executor.admit()
         except Exception as exc:
-            self.count(served, protocol, exc, started)
+            self.count(served, protocol, exc, started, route=route)
             raise
         try:
             if apart is not None:
@@ -132,25 +152,36 @@ class DataPlane:
                 reply = await apart.encode(served, request, outputs, deadline)
             elif isinstance(executor, Unbatched):
 
-                def job(run: Run) -> tuple[InferRequest, Reply]:
+                def job(run: Run) -> tuple[InferRequest, list[Any], Reply]:
                     request = decode(served)
-                    return request, encode(served, request, run(request.feeds))
+                    outputs = run(request.feeds)
+                    return request, outputs, encode(served, request, outputs)
 
-                request, reply = await executor.call(job, started)
+                request, outputs, reply = await executor.call(job, started)
             elif size <= INLINE_BYTES:
                 request = decode(served)
-                reply = encode(served, request, await executor.run(request.feeds, started))
+                outputs = await executor.run(request.feeds, started)
+                reply = encode(served, request, outputs)
             else:
                 request = await asyncio.to_thread(decode, served)
                 outputs = await executor.run(request.feeds, started)
                 reply = await asyncio.to_thread(encode, served, request, outputs)
         except Exception as exc:
-            self.count(served, protocol, exc, started)
+            self.count(served, protocol, exc, started, route=route)
             raise
         finally:
             executor.release()
-        self.count(served, protocol, None, started, rows_of(request.feeds))
+        self.count(served, protocol, None, started, rows=rows_of(request.feeds), route=route)
+        if route is not None:
+            self.shadow(route, served, request, outputs)
         return reply
+
+    def shadow(
+        self, route: Route, served: ServedVersion, request: InferRequest, outputs: list[Any]
+    ) -> None:
+        """A copy of a request the baseline answered, for the candidate to run (canary.py)."""
+        if route.canary.shadow and served is route.baseline:
+            self.shadows.copy(route, request.feeds, outputs)
 
     def count(
         self,
@@ -158,15 +189,23 @@ class DataPlane:
         protocol: str,
         error: Exception | None,
         started: float,
+        *,
         rows: int = 0,
+        route: Route | None = None,
     ) -> float:
-        """Count one answer in the metrics and statistics; the seconds since STARTED."""
+        """Count one answer in the metrics and statistics (and the canary's, when ROUTE chose
+        SERVED); the seconds since STARTED."""
         seconds = time.perf_counter() - started
         if error is None:
             outcome = "ok"
+        elif isinstance(error, MserveError):
+            outcome = str(error.http_status)
+            error.model_version = served.version_text  # named in the reply (a canary's split)
         else:
-            outcome = str(error.http_status if isinstance(error, MserveError) else 500)
+            outcome = "500"
         self.metrics.request(served.model, served.version_text, protocol, outcome, seconds)
+        if route is not None:
+            self.metrics.routed(route, served, outcome, seconds)
         key = (served.model, served.version)
         stats = self.stats.get(key)
         if stats is None:

@@ -152,7 +152,12 @@ class InferenceService:
 
     def ModelInfer(self, request: Any, metadata: dict[str, str]) -> Any:
         started = time.perf_counter()
-        served = self.plane.resolve(model_of(request.model_name), version_of(request.model_version))
+        model, version = model_of(request.model_name), version_of(request.model_version)
+        served = self.plane.resolve(model, version)
+        canary = self.plane.canary(model, version, None)
+        if canary is not None:
+            sticky = metadata.get(canary.canary.header) if canary.canary.header else None
+            served = canary.pick(None if sticky is None else sticky.encode())
 
         def decode(served: Any) -> Any:
             return v2_grpc.decode_request(request, served.plan)
@@ -164,8 +169,8 @@ class InferenceService:
 
         size = request.ByteSize()
         if self.plane.runs_now(served, size):
-            return self.plane.infer_now(served, "grpc", started, decode, encode)
-        return self.plane.infer(served, "grpc", started, decode, encode, size=size)
+            return self.plane.infer_now(served, "grpc", started, decode, encode, route=canary)
+        return self.plane.infer(served, "grpc", started, decode, encode, size=size, route=canary)
 
     # -- repository extension (behind the admin token, sent as "authorization" metadata) ----
 

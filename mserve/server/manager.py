@@ -16,58 +16,33 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mserve import confined
 from mserve.errors import MserveError, NotFoundError, NotReady
-from mserve.manifest import Manifest
-from mserve.protocol.tensors import Plan
-from mserve.repository import LocalRepository, Repository, default_version
+from mserve.repository import (
+    STABLE,
+    LocalRepository,
+    ModelState,
+    Repository,
+    default_version,
+)
 from mserve.runtime import ModelRunner
 from mserve.stores import StoreRepository
 from mserve.verified import open_model
 
-from .batching import Batcher, Unbatched
+from .canary import Route
 from .client_safe import Redactor, load_failure
 from .mirror import Mirror
+from .served import ServedVersion
 from .settings import BatchSettings, ServerSettings
 
 if TYPE_CHECKING:
-    from mserve.signature import Signature
+    pass
 
 log = logging.getLogger("mserve.server")
 UNLOADED = "unloaded through the repository API"
-
-
-@dataclass
-class ServedVersion:
-    model: str
-    version: int
-    manifest: Manifest
-    runner: ModelRunner
-    settings: BatchSettings
-    executor: Unbatched | Batcher
-    load_seconds: float = 0.0
-
-    @property
-    def signature(self) -> Signature:
-        return self.manifest.signature
-
-    @cached_property
-    def version_text(self) -> str:
-        return str(self.version)
-
-    @cached_property
-    def plan(self) -> Plan:
-        """What the codecs need of this version, worked out once."""
-        return Plan.of(self.signature, self.runner.output_names)
-
-    @cached_property
-    def unbatched(self) -> Unbatched | None:
-        """The executor, when batching is off (cheap requests may then run inline)."""
-        return self.executor if isinstance(self.executor, Unbatched) else None
 
 
 @dataclass(frozen=True)
@@ -90,6 +65,8 @@ class Snapshot:
     defaults: dict[str, ServedVersion] = field(default_factory=dict)
     # The repository state each model was last brought in line with (ModelState.fingerprint).
     applied: dict[str, str] = field(default_factory=dict)
+    # Each model's canary, when this server has both of its versions (canary.py).
+    routes: dict[str, Route] = field(default_factory=dict)
 
 
 class ModelManager:
@@ -197,9 +174,13 @@ class ModelManager:
                 if self.mirror is not None:  # a change just made in the store
                     self.mirror.sync_model(model)
                 new = Snapshot(
-                    dict(old.served), dict(old.labels), dict(old.status), applied=dict(old.applied)
+                    dict(old.served),
+                    dict(old.labels),
+                    dict(old.status),
+                    applied=dict(old.applied),
+                    routes=dict(old.routes),
                 )
-                for part in (new.served, new.labels, new.status):
+                for part in (new.served, new.labels, new.status, new.routes):
                     part.pop(model, None)
                 if self.repository.model_dir(model).is_dir():
                     self._refresh_model(model, old, new)
@@ -263,6 +244,8 @@ class ModelManager:
         new.labels[model] = old.labels.get(model, {})
         if model in old.applied:
             new.applied[model] = old.applied[model]
+        if model in old.routes:
+            new.routes[model] = old.routes[model]
         # A model never read before shows its versions failed, with the reason.
         reason = self._model_problem(model, exc)
         unread = {v: VersionStatus(v, "END", reason) for v in versions}
@@ -312,7 +295,10 @@ class ModelManager:
         applied = {**current.applied}
         if model in new.applied:
             applied[model] = new.applied[model]
-        self.snapshot = Snapshot(served, labels, status, applied=applied)
+        routes = {k: v for k, v in current.routes.items() if k != model}
+        if model in new.routes:
+            routes[model] = new.routes[model]
+        self.snapshot = Snapshot(served, labels, status, applied=applied, routes=routes)
 
     def _refresh_model(self, model: str, old: Snapshot, new: Snapshot) -> None:
         versions: list[int] = []
@@ -332,7 +318,7 @@ class ModelManager:
             }
             return
         live = [v for v in versions if v not in state.retired]
-        labelled = set(state.labels.values())
+        labelled = state.pinned
         latest = self.settings.version_policy.latest
         served: dict[int, ServedVersion] = {}
         status: dict[int, VersionStatus] = {}
@@ -371,6 +357,8 @@ class ModelManager:
             new.served[model] = served
         new.labels[model] = labels
         new.status[model] = dict(sorted(status.items()))
+        if (route := _route(state, labels, served)) is not None:
+            new.routes[model] = route
 
     def _load(self, model: str, version: int, settings: BatchSettings) -> ServedVersion | str:
         """A loaded version, or why it cannot be served (not retried until its files change)."""
@@ -416,6 +404,20 @@ class ModelManager:
     def _count(self, key: tuple[str, int], outcome: str) -> None:
         event = (key[0], str(key[1]), outcome)
         self.load_events[event] = self.load_events.get(event, 0) + 1
+
+
+def _route(
+    state: ModelState, labels: dict[str, int], served: dict[int, ServedVersion]
+) -> Route | None:
+    """The model's canary, when this server serves its label at the baseline, and the
+    candidate (else every request to the label goes where the label points)."""
+    canary = state.canary
+    if canary is None or labels.get(canary.label) != canary.baseline:
+        return None
+    if canary.candidate not in served:
+        return None
+    baseline, candidate = served[canary.baseline], served[canary.candidate]
+    return Route(canary, baseline, candidate, default=canary.label == STABLE)
 
 
 def _stamp(folder: Path, name: str) -> int:

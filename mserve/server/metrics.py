@@ -9,6 +9,7 @@ at that moment too.
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -19,10 +20,13 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from .canary import Route
     from .manager import ModelManager
+    from .served import ServedVersion
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -75,13 +79,16 @@ class Metrics:
         ] = {}  # model, version, protocol, outcome
         self.latency: dict[tuple[str, str, str], _Histogram] = {}  # model, version, protocol
         self.batches: dict[tuple[str, str], BatchObserver] = {}
+        # (model, canary id) -> what the canary's routed requests and shadow copies showed
+        self.canaries: dict[tuple[str, str], CanaryFigures] = {}
+        self.canaries_lock = threading.Lock()  # shadow copies report from their own thread
         self.registry.register(_Collector(self))
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...:
         # what an autoscaler (or an operator) reads besides the queues
         ProcessCollector(registry=self.registry)
 
     def watch(self, manager: ModelManager) -> None:
-        self.registry.register(_ManagerCollector(manager))
+        self.registry.register(_ManagerCollector(manager, self))
 
     def request(
         self, model: str, version: str, protocol: str, outcome: str, seconds: float
@@ -92,6 +99,36 @@ class Metrics:
         if histogram is None:
             histogram = self.latency[key[:3]] = _Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
+
+    def routed(self, route: Route, served: ServedVersion, outcome: str, seconds: float) -> None:
+        """One request to a canary's label, answered by SERVED."""
+        figures = self._figures(route)
+        key = (served.version_text, route.role(served), outcome)
+        figures.requests[key] = figures.requests.get(key, 0) + 1
+        histogram = figures.latency.get(key[:2])
+        if histogram is None:
+            histogram = figures.latency[key[:2]] = _Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
+
+    def shadowed(
+        self, route: Route, outcome: str, seconds: float | None, largest: float | None
+    ) -> None:
+        """One shadow copy's outcome (canary.py): from the shadow thread, or dropped."""
+        with self.canaries_lock:
+            figures = self._figures(route)
+            figures.shadow[outcome] = figures.shadow.get(outcome, 0) + 1
+            if seconds is not None:
+                figures.shadow_latency.observe(seconds)
+            if largest is not None and largest > figures.largest:
+                figures.largest = largest
+
+    def _figures(self, route: Route) -> CanaryFigures:
+        key = (route.candidate.model, route.id)
+        figures = self.canaries.get(key)
+        if figures is None:
+            with self.canaries_lock:
+                figures = self.canaries.setdefault(key, CanaryFigures(route))
+        return figures
 
     def observer(self, model: str, version: str) -> BatchObserver:
         return self.batches.setdefault((model, version), BatchObserver())
@@ -115,6 +152,18 @@ class BatchObserver:
 
     def inference_only(self, inference_s: float) -> None:
         self.inference.observe(inference_s)
+
+
+class CanaryFigures:
+    """One canary's requests and shadow copies in this process."""
+
+    def __init__(self, route: Route) -> None:
+        self.candidate = route.candidate.version_text
+        self.requests: dict[tuple[str, str, str], int] = {}  # version, role, outcome
+        self.latency: dict[tuple[str, str], _Histogram] = {}  # version, role
+        self.shadow: dict[str, int] = {}  # outcome
+        self.shadow_latency = _Histogram(LATENCY_BUCKETS)
+        self.largest = 0.0  # the largest absolute difference a shadow copy showed
 
 
 class _Collector(Collector):
@@ -161,19 +210,26 @@ class _Collector(Collector):
 
 
 class _ManagerCollector(Collector):
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
         self.manager = manager
+        self.metrics = metrics
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         snapshot = self.manager.snapshot
         states = GaugeMetricFamily(
             "mserve_model_version_state",
             "1 for each version's current state (TF Serving states).",
             labels=["model", "version", "state"],
         )
+        in_flight = GaugeMetricFamily(
+            "mserve_requests_in_flight",
+            "Requests admitted off the event loop and not yet answered (waiting or running); "
+            "a request answered within the loop's turn is never in flight when scraped.",
+            labels=["model", "version"],
+        )
         depth = GaugeMetricFamily(
             "mserve_queue_depth",
-            "Requests admitted off the event loop and not yet answered (waiting or running).",
+            "Requests waiting for their version's threads or next batch.",
             labels=["model", "version"],
         )
         load = GaugeMetricFamily(
@@ -186,7 +242,8 @@ class _ManagerCollector(Collector):
                 states.add_metric([model, str(number), status.state], 1.0)
         for model, versions in snapshot.served.items():
             for number, served in versions.items():
-                depth.add_metric([model, str(number)], float(served.executor.in_flight))
+                in_flight.add_metric([model, str(number)], float(served.executor.in_flight))
+                depth.add_metric([model, str(number)], float(served.executor.waiting))
                 load.add_metric([model, str(number)], served.load_seconds)
         loads = CounterMetricFamily(
             "mserve_model_loads",
@@ -203,7 +260,9 @@ class _ManagerCollector(Collector):
         )
         for model, fingerprint in snapshot.applied.items():
             applied.add_metric([model, fingerprint], 1.0)
+        yield from _canary_families(self.metrics, snapshot.routes)
         yield states
+        yield in_flight
         yield depth
         yield load
         yield loads
@@ -222,3 +281,76 @@ class _ManagerCollector(Collector):
             synced.add_metric([], mirror.last_sync)
             yield up
             yield synced
+
+
+def _canary_families(metrics: Metrics, routes: dict[str, Route]) -> Iterator[Metric]:
+    """The canaries this server applies, and their figures; those of ended canaries are
+    forgotten."""
+    info = GaugeMetricFamily(
+        "mserve_canary_info",
+        "1 for each canary this server applies (model.json's canary).",
+        labels=["model", "canary", "label", "baseline", "candidate", "weight", "header", "shadow"],
+    )
+    for model, route in routes.items():
+        canary = route.canary
+        info.add_metric(
+            [
+                model,
+                canary.id,
+                canary.label,
+                str(canary.baseline),
+                str(canary.candidate),
+                f"{canary.weight:g}",
+                canary.header or "",
+                "true" if canary.shadow else "false",
+            ],
+            1.0,
+        )
+    yield info
+    requests = CounterMetricFamily(
+        "mserve_canary_requests",
+        "Requests to a canary's label by the version that answered, its role and the outcome.",
+        labels=["model", "canary", "version", "role", "outcome"],
+    )
+    latency = HistogramMetricFamily(
+        "mserve_canary_request_duration_seconds",
+        "Time to answer requests to a canary's label, by the version that answered.",
+        labels=["model", "canary", "version", "role"],
+    )
+    shadow = CounterMetricFamily(
+        "mserve_shadow_comparisons",
+        "Shadow copies run by a canary's candidate, by outcome: agree, labels_differ, "
+        "values_differ, error, dropped.",
+        labels=["model", "canary", "version", "outcome"],
+    )
+    shadow_latency = HistogramMetricFamily(
+        "mserve_shadow_duration_seconds",
+        "onnxruntime time of a shadow copy on the candidate.",
+        labels=["model", "canary", "version"],
+    )
+    largest = GaugeMetricFamily(
+        "mserve_shadow_max_abs_difference",
+        "The largest absolute difference between the candidate's and the baseline's "
+        "floating-point outputs over the canary's shadow copies.",
+        labels=["model", "canary", "version"],
+    )
+    active = {(model, route.id) for model, route in routes.items()}
+    with metrics.canaries_lock:
+        for key in [key for key in metrics.canaries if key not in active]:
+            del metrics.canaries[key]
+        figures = list(metrics.canaries.items())
+    for (model, canary_id), these in figures:
+        for (version, role, outcome), count in list(these.requests.items()):
+            requests.add_metric([model, canary_id, version, role, outcome], count)
+        for (version, role), histogram in list(these.latency.items()):
+            latency.add_metric(
+                [model, canary_id, version, role], histogram.buckets(), histogram.total
+            )
+        if these.shadow:
+            candidate = [model, canary_id, these.candidate]
+            for outcome, count in list(these.shadow.items()):
+                shadow.add_metric([*candidate, outcome], count)
+            histogram = these.shadow_latency
+            shadow_latency.add_metric(candidate, histogram.buckets(), histogram.total)
+            largest.add_metric(candidate, these.largest)
+    yield from (requests, latency, shadow, shadow_latency, largest)

@@ -144,10 +144,11 @@ class Mirror:
 
     def served(self, state: ModelState, versions: list[int]) -> list[int]:
         """The versions a server serves (manager.py's rule): none of an unloaded model, else
-        every labelled one and the newest ``latest`` of the others (all with ``all``)."""
+        every labelled one (and a canary's candidate) and the newest ``latest`` of the others
+        (all with ``all``)."""
         if state.unloaded:
             return []
-        labelled = {v for v in state.labels.values() if v in versions}
+        labelled = {v for v in state.pinned if v in versions}
         live = [v for v in versions if v not in state.retired]
         newest = live if self.policy.latest is None else live[-self.policy.latest :]
         return sorted(labelled | set(newest))

@@ -17,7 +17,7 @@ import socket
 import time
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mserve.errors import EnvironmentProblem, UsageError
 
@@ -27,6 +27,9 @@ from .dataplane import DataPlane
 from .rest.app import RestApp
 from .rest.fastpath import protocol_for
 from .settings import ServerSettings
+
+if TYPE_CHECKING:
+    from .workers import Siblings
 
 log = logging.getLogger("mserve.server")
 
@@ -51,7 +54,8 @@ class Server:
         own readiness once its versions are loaded)."""
         if self.settings.grpc_port:
             await self._start_grpc()
-        self.loading = asyncio.get_running_loop().run_in_executor(None, self._load_models)
+        if not self.plane.started:  # a worker loads before it takes connections
+            self.loading = asyncio.get_running_loop().run_in_executor(None, self._load_models)
 
     def _load_models(self) -> None:
         self.plane.manager.start()  # never raises: a fault stays with its version or model
@@ -88,14 +92,19 @@ class Server:
                 connection.transport.close()
         await asyncio.get_running_loop().run_in_executor(None, self.plane.manager.stop)
         self.rest.routes.processes.close()
+        self.plane.shadows.stop()
 
 
-def build(settings: ServerSettings) -> Server:
+def build(settings: ServerSettings, siblings: Siblings | None = None) -> Server:
+    """Every part of a server; SIBLINGS are the other workers when it is one of several."""
     plane = DataPlane(settings)
     admin = Admin(
         settings.admin_token, plane.manager, f"admin API on {settings.host}:{settings.port}"
     )
     rest = RestApp(settings, plane, admin, package_version("mserve"))
+    if siblings is not None:
+        admin.after_change = siblings.refresh
+        rest.routes.siblings = siblings
     guard = Connections(settings.max_connections or default_cap(), settings.read_timeout_s)
     server = Server(settings, plane, admin, rest, guard)
     rest.on_startup, rest.on_shutdown = server.start, server.stop
@@ -127,16 +136,45 @@ def bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-def serve(settings: ServerSettings) -> None:
+def serve(
+    settings: ServerSettings,
+    *,
+    workers: int = 1,
+    http: socket.socket | None = None,
+    grpc: socket.socket | None = None,
+    siblings: Siblings | None = None,
+) -> None:
+    """Serve until SIGTERM: this process, or with WORKERS > 1 as many processes on the same
+    ports (workers.py). A worker is given its sockets (HTTP, GRPC) and its SIBLINGS."""
     import uvicorn
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    http_socket = bind(settings.host, settings.port, "port")
-    server = build(settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # workers ask each other
+    http_socket = http or bind(settings.host, settings.port, "port")
+    if workers > 1:
+        from .workers import supervise
+
+        grpc_port = settings.grpc_port
+        grpc_socket = bind(settings.host, grpc_port, "gRPC port") if grpc_port else None
+        supervise(settings, workers, http_socket, grpc_socket)
+        return
+    server = build(settings, siblings)
+    sockets = [http_socket]
     if settings.grpc_port:
-        server.grpc_socket = bind(settings.host, settings.grpc_port, "gRPC port")
+        server.grpc_socket = grpc or bind(settings.host, settings.grpc_port, "gRPC port")
+    if siblings is not None:
+        # Where the other workers reach this one, listening from now: a change they tell it of
+        # while it loads waits there, and is applied once it has loaded.
+        private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        siblings.own_socket.unlink(missing_ok=True)  # left by a worker that was killed
+        private.bind(str(siblings.own_socket))
+        private.listen(64)
+        sockets.append(private)
+        # A worker takes connections on the shared port only once its models are loaded: one
+        # still loading would answer requests the ready ones' readiness invited with 503.
+        server._load_models()
     config = uvicorn.Config(
         server.rest,
         host=settings.host,
@@ -173,9 +211,10 @@ def serve(settings: ServerSettings) -> None:
             super().handle_exit(sig, frame)
 
     served = settings.source or settings.repository  # a store's URL, not the cache's folder
-    log.info("serving %s on http://%s:%d", served, settings.host, settings.port)
+    if siblings is None:
+        log.info("serving %s on http://%s:%d", served, settings.host, settings.port)
     # uvicorn re-raises the signal it caught to the previous handler once it has drained; the
     # drain is the whole answer to SIGTERM here, so the process then exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    Uvicorn(config).run(sockets=[http_socket])
+    Uvicorn(config).run(sockets=sockets)

@@ -15,7 +15,8 @@ from .batching import batchable
 from .dataplane import DataPlane, Stats
 
 if TYPE_CHECKING:
-    from .manager import ServedVersion, VersionStatus
+    from .manager import VersionStatus
+    from .served import ServedVersion
 
 PLATFORM = "onnxruntime_onnx"
 

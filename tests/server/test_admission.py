@@ -49,6 +49,17 @@ def test_a_slow_request_leaves_the_probes_and_other_models_answering(slow_repo: 
         time.sleep(0.3)  # the slow request is running (it takes seconds)
         assert httpx.get(f"{server.url}/v2/health/live", timeout=30).status_code == 200
         order.append("live")
+        # what an autoscaler reads: one request in flight, on a thread, none waiting
+        gauges = [
+            line
+            for line in httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines()
+            if line.startswith(("mserve_requests_in_flight{", "mserve_queue_depth{"))
+            and 'model="slow"' in line
+        ]
+        assert gauges == [
+            'mserve_requests_in_flight{model="slow",version="1"} 1.0',
+            'mserve_queue_depth{model="slow",version="1"} 0.0',
+        ]
         iris = httpx.post(f"{server.url}/v2/models/iris/infer", json=IRIS, timeout=30)
         assert iris.status_code == 200
         order.append("iris")

@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import Server, export_iris, free_port, wait_until
 
+pytestmark = pytest.mark.slow
+
 BODY = {
     "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]
 }

@@ -20,6 +20,8 @@ from mserve.repository import LocalRepository
 from mserve.stores import open_repository
 from tests.conftest import Server, export_iris, free_port, new_bucket, wait_until
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "test-admin-token-0123456789"
 ROW = [5.1, 3.5, 1.4, 0.2]
 BODY = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}

@@ -102,7 +102,9 @@ class RestApp:
         if isinstance(exc, MserveError):
             # The repository's messages name its location for the CLI; a client never sees it.
             message = self.plane.manager.redact(exc.message)
-            return Reply(exc.http_status, orjson.dumps({"error": message}))
+            reply = Reply(exc.http_status, orjson.dumps({"error": message}))
+            reply.version = exc.model_version
+            return reply
         # A bug: logged for the operator; the client learns only that it happened.
         log.error("internal error on %s %s", method, path, exc_info=exc)
         return Reply(500, INTERNAL)
@@ -126,6 +128,8 @@ class RestApp:
             (b"x-request-id", request_id),
             *reply.headers,
         ]
+        if reply.version:  # the version that answered (a canary may choose either)
+            head.append((b"mserve-model-version", reply.version.encode()))
         if self.access_log is not None:
             self.access_log.write(
                 method, path, reply.status, request_id, started, reply.model, reply.version
@@ -150,16 +154,27 @@ class RestApp:
         try:
             if head.get(b"host") not in self.host_allowed.known:
                 self.check_host(head)
-            served = self.plane.resolve(route.model, route.version, route.label)
+            plane = self.plane
+            served = plane.resolve(route.model, route.version, route.label)
+            canary = plane.canary(route.model, route.version, route.label)
+            if canary is not None:
+                served = canary.pick(head.get(canary.header) if canary.header else None)
             decode, encode = self.routes.codec(route, head, body)
             size = self.routes.size(head, body)
-            if not self.plane.runs_now(served, size):
+            if not plane.runs_now(served, size):
                 apart = self.routes.apart(route, head, body)
-                later = self.plane.infer(
-                    served, route.protocol, started, decode, encode, size=size, apart=apart
+                later = plane.infer(
+                    served,
+                    route.protocol,
+                    started,
+                    decode,
+                    encode,
+                    size=size,
+                    apart=apart,
+                    route=canary,
                 )
                 return self._answer_later(later, head, path, started)
-            reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
+            reply = plane.infer_now(served, route.protocol, started, decode, encode, route=canary)
         except Exception as exc:
             reply = self.failure(exc, "POST", path)
         return self.answer(reply, head, "POST", path, started)

@@ -5,8 +5,9 @@ hand is faster than any router, and an inference URL is parsed once and remember
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -25,9 +26,12 @@ from .. import openapi, views
 from ..admin import Admin
 from ..apart import APART_BYTES, Apart, Processes
 from ..dataplane import DataPlane, model_of, version_of
-from ..manager import ServedVersion
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..served import ServedVersion
 from ..settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ..workers import Siblings
 
 JSON = b"application/json"
 MAX_CACHED_ROUTES = 4096
@@ -83,6 +87,13 @@ class Routes:
         self.infer_routes: dict[str, InferRoute] = {}
         self.processes = Processes()  # where large JSON is handled (apart.py)
         self.openapi = openapi.render(server_version)
+        self.siblings: Siblings | None = None  # the other workers (workers.py), if any
+
+    def from_sibling(self, scope: Scope) -> bool:
+        """Whether a request came from another worker: over this worker's Unix socket (a
+        server address without a port), in a folder only this user may open."""
+        server = scope.get("server")
+        return self.siblings is not None and server is not None and server[1] is None
 
     async def handle(self, scope: Scope, receive: Any, started: float) -> Reply:
         method, path = scope["method"], scope["path"]
@@ -97,7 +108,14 @@ class Routes:
             return Reply(200, self.openapi)
         if path in ("/metrics", "/monitoring/prometheus/metrics"):
             MethodNotAllowed.unless(method, "GET")
-            return Reply(200, self.plane.metrics.render(), METRICS_CONTENT_TYPE.encode())
+            metrics = self.plane.metrics.render()
+            if self.siblings is not None and not self.from_sibling(scope):
+                metrics = await self.siblings.metrics(metrics)  # a scrape sees every worker
+            return Reply(200, metrics, METRICS_CONTENT_TYPE.encode())
+        if parts[:2] == ["_worker", "refresh"] and len(parts) == 3 and self.from_sibling(scope):
+            MethodNotAllowed.unless(method, "POST")
+            await asyncio.to_thread(self.plane.manager.refresh, model_of(parts[2]))
+            return json_reply({})
         if parts[:1] == ["v2"] and parts[1:2] != ["repository"]:
             return await self._v2(method, parts[1:], scope, receive, started)
         if parts[:1] == ["admin"] or parts[:2] == ["v2", "repository"]:
@@ -203,15 +221,21 @@ class Routes:
     async def infer(
         self, route: InferRoute, headers: dict[bytes, bytes], body: bytes | None, started: float
     ) -> Reply:
-        served = self.plane.resolve(route.model, route.version, route.label)
+        plane = self.plane
+        served = plane.resolve(route.model, route.version, route.label)
+        canary = plane.canary(route.model, route.version, route.label)
+        if canary is not None:
+            served = canary.pick(headers.get(canary.header) if canary.header else None)
         decode, encode = self.codec(route, headers, body)
         size = self.size(headers, body)
-        if self.plane.runs_now(served, size):
-            reply: Reply = self.plane.infer_now(served, route.protocol, started, decode, encode)
+        if plane.runs_now(served, size):
+            reply: Reply = plane.infer_now(
+                served, route.protocol, started, decode, encode, route=canary
+            )
             return reply
         apart = self.apart(route, headers, body)
-        return await self.plane.infer(
-            served, route.protocol, started, decode, encode, size=size, apart=apart
+        return await plane.infer(
+            served, route.protocol, started, decode, encode, size=size, apart=apart, route=canary
         )
 
     def codec(
