@@ -8,14 +8,16 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+import mserve
 from mserve.server.workers import merge
-from tests.conftest import Server, wait_until
+from tests.conftest import Server, new_bucket, wait_until
 
 TOKEN = "test-admin-token-0123456789"
 IRIS_1 = "/v2/models/iris/versions/1/infer"
@@ -189,3 +191,22 @@ def test_a_worker_count_out_of_range_is_refused(repo3: Path, count: str) -> None
     result = CliRunner().invoke(app, ["serve", str(repo3), "--workers", count])
     assert result.exit_code == 2
     assert "--workers is 1 to 64" in result.stderr
+
+
+@pytest.mark.slow
+def test_workers_on_an_object_store_keep_a_cache_each(
+    s3_server: str, tmp_path: Path, iris_pipeline: Any, iris_data: Any
+) -> None:
+    location = f"s3://{new_bucket()}/models"
+    mserve.export(iris_pipeline, name="iris", repo=location, sample=iris_data[0][:5])
+    cache = tmp_path / "cache"
+    server = Server(location, "--workers", "2", "--cache-dir", str(cache), log_dir=tmp_path)
+    try:
+        loaded(server)
+        assert httpx.post(f"{server.url}{IRIS_1}", json=ROW).status_code == 200
+        # a copy is never shared mid-write: each worker downloads into its own folder
+        assert sorted(p.name for p in cache.iterdir()) == ["worker-0", "worker-1"]
+        for folder in cache.iterdir():
+            assert (folder / "iris" / "1" / "manifest.json").is_file()
+    finally:
+        assert server.stop() == 0
