@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mserve.errors import UsageError
+from mserve.reference import check_model_name
 
 from .options import DEFAULT_REPO, TOKEN_VARIABLE, admin_token, repository_option
 
@@ -48,6 +50,7 @@ def serve_command(
     poll_interval: Annotated[
         float | None,
         typer.Option(
+            envvar="MSERVE_POLL_INTERVAL",
             metavar="SECONDS",
             help="How often to look for new versions [default: 1, or 10 on an object store].",
             show_default=False,
@@ -65,43 +68,100 @@ def serve_command(
     ] = None,
     version_policy: Annotated[
         str,
-        typer.Option(metavar="latest:N|all", help="Versions to serve, besides labelled ones."),
+        typer.Option(
+            envvar="MSERVE_VERSION_POLICY",
+            metavar="latest:N|all",
+            help="Versions to serve, besides labelled ones.",
+        ),
     ] = "latest:1",
     max_batch_size: Annotated[
-        int, typer.Option(metavar="N", help="Dynamic batching: rows per batch (0: off).")
+        int,
+        typer.Option(
+            envvar="MSERVE_MAX_BATCH_SIZE",
+            metavar="N",
+            help="Dynamic batching: rows per batch (0: off).",
+        ),
     ] = 0,
     batch_delay_ms: Annotated[
-        float, typer.Option(metavar="MS", help="Dynamic batching: longest wait for more requests.")
+        float,
+        typer.Option(
+            envvar="MSERVE_BATCH_DELAY_MS",
+            metavar="MS",
+            help="Dynamic batching: longest wait for more requests.",
+        ),
     ] = 0.0,
     max_queue: Annotated[
-        int, typer.Option(metavar="N", help="Requests that may wait per version; more get 503.")
+        int,
+        typer.Option(
+            envvar="MSERVE_MAX_QUEUE",
+            metavar="N",
+            help="Requests that may wait per version; more get 503.",
+        ),
     ] = 256,
     timeout: Annotated[
-        float, typer.Option(metavar="SECONDS", help="Answer 504 to a request waiting longer.")
+        float,
+        typer.Option(
+            envvar="MSERVE_TIMEOUT",
+            metavar="SECONDS",
+            help="Answer 504 to a request waiting longer.",
+        ),
     ] = 30.0,
     threads: Annotated[
-        int, typer.Option(metavar="N", help="onnxruntime threads per model (0: its default).")
+        int,
+        typer.Option(
+            envvar="MSERVE_THREADS",
+            metavar="N",
+            help="onnxruntime threads per model (0: the CPUs this process may use, by its "
+            "affinity and cgroup quota, shared among --workers).",
+        ),
     ] = 0,
+    provider: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="MSERVE_PROVIDER",
+            metavar="NAME",
+            help="onnxruntime execution provider (cpu, cuda, tensorrt, openvino, coreml, ...); "
+            "repeat for an order of preference: those this onnxruntime lacks are skipped "
+            '[default: cpu; per model: "providers" in model.json].',
+            show_default=False,
+        ),
+    ] = None,
     max_body_mb: Annotated[
-        float, typer.Option(metavar="MB", help="Largest request body (413 beyond).")
+        float,
+        typer.Option(
+            envvar="MSERVE_MAX_BODY_MB", metavar="MB", help="Largest request body (413 beyond)."
+        ),
     ] = 64.0,
     access_log: Annotated[
-        bool, typer.Option(help="Write a JSON line per request to stderr.")
+        bool,
+        typer.Option(
+            envvar="MSERVE_ACCESS_LOG",
+            help="Write a JSON line per request (stderr; stdout with --log-format json).",
+        ),
     ] = True,
     read_timeout: Annotated[
         float,
-        typer.Option(metavar="SECONDS", help="A request must arrive whole within this (408)."),
+        typer.Option(
+            envvar="MSERVE_READ_TIMEOUT",
+            metavar="SECONDS",
+            help="A request must arrive whole within this (408).",
+        ),
     ] = 60.0,
     max_connections: Annotated[
         int,
         typer.Option(
+            envvar="MSERVE_MAX_CONNECTIONS",
             metavar="N",
             help="Open connections, both ports; more are refused (0: what the file limit allows).",
         ),
     ] = 0,
     shutdown_grace: Annotated[
         float,
-        typer.Option(metavar="SECONDS", help="On SIGTERM, how long requests in flight may finish."),
+        typer.Option(
+            envvar="MSERVE_SHUTDOWN_GRACE",
+            metavar="SECONDS",
+            help="On SIGTERM, how long requests in flight may finish.",
+        ),
     ] = 30.0,
     drain_pause: Annotated[
         float,
@@ -124,6 +184,7 @@ def serve_command(
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
+            envvar="MSERVE_ALLOWED_HOST",
             metavar="NAME",
             help=(
                 "A Host name clients may use besides loopback and the bound address "
@@ -132,6 +193,34 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    no_admin: Annotated[
+        bool,
+        typer.Option(
+            "--no-admin",
+            envvar="MSERVE_NO_ADMIN",
+            help="The admin API off on purpose (a platform manages the server): then any "
+            "--host may be bound without a token.",
+        ),
+    ] = False,
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            envvar="MSERVE_MODEL_NAME",
+            help="Serve REPO as the folder of one model called NAME: its versions and "
+            "model.json at the top, as KServe mounts a model at /mnt/models.",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            metavar="text|json",
+            envvar="MSERVE_LOG_FORMAT",
+            help="Log lines as text on stderr, or as JSON on stdout with the access log "
+            "(what container platforms collect).",
+        ),
+    ] = "text",
     admin_token_file: Annotated[
         Path | None,
         typer.Option(
@@ -172,11 +261,27 @@ def serve_command(
         raise UsageError(f"--workers is 1 to {MAX_WORKERS}")
     if not (0 < port <= MAX_PORT and 0 <= grpc_port <= MAX_PORT):
         raise UsageError(f"ports are 1 to {MAX_PORT} (--grpc-port 0 turns gRPC off)")
-    token = admin_token(admin_token_file, "--admin-token-file")
-    if token is None and not _loopback(host):
+    if provider:
+        from mserve.providers import choose
+
+        choose(provider)  # an unknown name, or none this onnxruntime offers: said now
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format {log_format!r}: use text or json")
+    if model_name is not None:
+        if source is not None:
+            raise UsageError(
+                "--model-name serves one model's folder (KServe's /mnt/models); serve an "
+                "object store as a repository"
+            )
+        check_model_name(model_name)
+    token = None if no_admin else admin_token(admin_token_file, "--admin-token-file")
+    if no_admin and (admin_token_file is not None or os.environ.get(TOKEN_VARIABLE)):
+        raise UsageError(f"--no-admin and an admin token ({TOKEN_VARIABLE}) contradict")
+    if token is None and not no_admin and not _loopback(host):
         raise UsageError(
             f"--host {host} is reachable from other machines: set {TOKEN_VARIABLE} or "
-            "--admin-token-file first (the server refuses to listen there without one)"
+            "--admin-token-file first, or --no-admin (the server refuses to listen there "
+            "with an admin API that has no token)"
         )
     serve(
         ServerSettings(
@@ -193,6 +298,7 @@ def serve_command(
                 max_queue=max_queue,
                 timeout_s=timeout,
                 threads=threads,
+                providers=tuple(provider or ()),
             ),
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             access_log=access_log,
@@ -202,6 +308,8 @@ def serve_command(
             max_connections=max_connections,
             allowed_hosts=tuple(allowed_host or ()),
             admin_token=token,
+            model_name=model_name,
+            json_logs=log_format == "json",
         ),
         workers=workers,
     )

@@ -394,6 +394,28 @@ class LocalRepository(Repository):
             _remove_staging(staging)
 
 
+class OneModelRepository(LocalRepository):
+    """One model's folder served as a repository that holds that model alone: its versions and
+    ``model.json`` at the top, as KServe mounts a model at ``/mnt/models``."""
+
+    def __init__(self, root: str | os.PathLike[str], name: str) -> None:
+        super().__init__(root)
+        self.name = check_model_name(name)
+
+    def model_dir(self, model: str) -> Path:
+        if model != self.name:
+            raise NotFoundError(f"model {model!r} not found (this folder holds {self.name!r})")
+        return self._confined(self.root)
+
+    def models(self) -> list[str]:
+        self._require_root()
+        return [self.name] if self.versions(self.name) else []
+
+    def read_bytes(self, model: str, relative: str, *, label: str = "") -> bytes:
+        self.model_dir(model)
+        return confined.read_bytes(self.root, relative, label=label or model)
+
+
 def _why_unreadable(exc: Exception) -> str:
     """Why a JSON file could not be read, without its path (replies show this)."""
     if isinstance(exc, OSError):

@@ -111,8 +111,11 @@ class ModelRunner:
         return cls.open_verified(VerifiedModel(load(path)), threads)
 
     @classmethod
-    def open_verified(cls, model: VerifiedModel, threads: int = 0) -> ModelRunner:
-        runner = cls(create_session(model, threads=threads), Signature.from_onnx(model.model))
+    def open_verified(
+        cls, model: VerifiedModel, threads: int = 0, providers: list[str] | None = None
+    ) -> ModelRunner:
+        session = create_session(model, threads=threads, providers=providers)
+        runner = cls(session, Signature.from_onnx(model.model))
         runner.class_labels = _class_labels(model.model)
         return runner
 

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import EnvironmentProblem, InputError, foreign_message
+from ..errors import InputError, foreign_message
 from ..manifest import SAMPLE_INPUTS
 from ..reference import Reference
 from ..repository import Repository
@@ -19,30 +19,16 @@ from ..verified import VerifiedModel, open_model
 from .feeds import InputSource, make_inputs, rows
 from .measure import TICK_NS, Array, Measure, Measurement, NoProgress, Progress, Result, Run, rounds
 
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "dml": "DmlExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-}
 ROUNDS_WITH_BASELINE = 4
 
 
 def provider(name: str) -> list[str]:
-    """onnxruntime providers for ``--provider`` (the CPU one last, as onnxruntime's fallback)."""
-    import onnxruntime as ort
+    """onnxruntime providers for ``--provider`` (the CPU one last, as onnxruntime's fallback);
+    one this onnxruntime does not offer is an error here, not a fallback: a figure must say
+    what it measured."""
+    from ..providers import choose
 
-    full = PROVIDERS.get(name.lower(), name)
-    available = ort.get_available_providers()
-    if full not in available:
-        names = ", ".join(k for k, v in PROVIDERS.items() if v in available)
-        raise EnvironmentProblem(
-            f"provider {name!r} is not in this onnxruntime build (available: {names})"
-        )
-    return list(dict.fromkeys([full, "CPUExecutionProvider"]))
+    return list(dict.fromkeys([*choose([name]), "CPUExecutionProvider"]))
 
 
 class LocalModel:

@@ -252,6 +252,7 @@ class Admin:
             rows = []
             for number in entry.versions:
                 status = statuses.get(number)
+                served = snapshot.served.get(entry.name, {}).get(number)
                 rows.append(
                     {
                         "version": number,
@@ -259,6 +260,9 @@ class Admin:
                         "error": status.error if status is not None else "",
                         "retired": number in state.retired,
                         "labels": sorted(k for k, v in served_labels.items() if v == number),
+                        # where it runs: onnxruntime's providers, and its threads
+                        "providers": served.providers if served is not None else [],
+                        "threads": served.threads if served is not None else 0,
                     }
                 )
             report.append(

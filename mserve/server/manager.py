@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from mserve import confined
 from mserve.errors import MserveError, NotFoundError, NotReady
+from mserve.providers import choose
 from mserve.repository import (
     STABLE,
     LocalRepository,
     ModelState,
+    OneModelRepository,
     Repository,
     default_version,
 )
@@ -74,7 +76,11 @@ class ModelManager:
         self.settings = settings
         # Where versions are loaded from (a folder), and the repository changes go to and are
         # read from: the same folder, or an object store whose versions a mirror copies there.
-        self.repository = LocalRepository(settings.repository)
+        self.repository: LocalRepository = (
+            LocalRepository(settings.repository)
+            if settings.model_name is None
+            else OneModelRepository(settings.repository, settings.model_name)
+        )
         self.source: Repository = self.repository
         self.mirror: Mirror | None = None
         if settings.source is not None:
@@ -366,8 +372,9 @@ class ModelManager:
         try:
             manifest = self.repository.manifest(model, version)
             folder = self.repository.version_dir(model, version)
-            # every file the manifest lists (external data too): fixing any one is a retry
-            fingerprint = ";".join(
+            # every file the manifest lists (external data too) and the settings it loads with
+            # (its providers, its threads): fixing any one is a retry
+            fingerprint = f"{settings};" + ";".join(
                 f"{name}:{sha256}:{_stamp(folder, name)}"
                 for name, sha256 in sorted(manifest.files.items())
             )
@@ -380,7 +387,11 @@ class ModelManager:
         try:
             # Every file read once, confined and checked; onnxruntime gets those bytes.
             _, verified = open_model(self.repository, model, version, manifest)
-            runner = ModelRunner.open_verified(verified, threads=settings.threads)
+            runner = ModelRunner.open_verified(
+                verified,
+                threads=settings.threads or self.settings.defaults.threads,
+                providers=choose(settings.providers),
+            )
             executor = self._make_executor(model, version, runner, settings)
         except Exception as exc:  # whatever it is, it stays with this version
             return self._failure(key, fingerprint, exc)

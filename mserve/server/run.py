@@ -15,12 +15,14 @@ import logging
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any
 
+from mserve.cpus import usable_cpus
 from mserve.errors import EnvironmentProblem, UsageError
 
+from . import logs
 from .admin import Admin
 from .connections import Connections, default_cap
 from .dataplane import DataPlane
@@ -136,6 +138,17 @@ def bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
+def fit_threads(settings: ServerSettings, workers: int) -> ServerSettings:
+    """onnxruntime's threads per model, unless set: the CPUs this process may use (its
+    affinity, a cgroup quota), shared among the workers."""
+    if settings.defaults.threads:
+        return settings
+    cpus, how = usable_cpus()
+    threads = max(1, cpus // workers)
+    log.info("onnxruntime threads per model: %d (%d CPUs usable: %s)", threads, cpus, how)
+    return replace(settings, defaults=replace(settings.defaults, threads=threads))
+
+
 def serve(
     settings: ServerSettings,
     *,
@@ -148,10 +161,8 @@ def serve(
     ports (workers.py). A worker is given its sockets (HTTP, GRPC) and its SIBLINGS."""
     import uvicorn
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # workers ask each other
+    logs.configure(json=settings.json_logs)
+    settings = fit_threads(settings, workers)
     http_socket = http or bind(settings.host, settings.port, "port")
     if workers > 1:
         from .workers import supervise

@@ -41,6 +41,18 @@ class ServedVersion:
         return Plan.of(self.signature, self.runner.output_names)
 
     @cached_property
+    def providers(self) -> list[str]:
+        """The onnxruntime providers this version runs on, by short name, in order."""
+        from mserve.providers import short_name
+
+        return [short_name(name) for name in self.runner.session.get_providers()]
+
+    @cached_property
+    def threads(self) -> int:
+        """onnxruntime's intra-op threads for this version."""
+        return int(self.runner.session.get_session_options().intra_op_num_threads)
+
+    @cached_property
     def unbatched(self) -> Unbatched | None:
         """The executor, when batching is off (cheap requests may then run inline)."""
         return self.executor if isinstance(self.executor, Unbatched) else None

@@ -17,10 +17,13 @@ class BatchSettings:
     max_queue_delay_ms: float = 0.0  # wait this long for more requests before running a batch
     max_queue: int = 256  # requests waiting beyond this are refused at once with 503
     timeout_s: float = 30.0  # a request not answered by then gets 504
-    threads: int = 0  # onnxruntime intra-op threads (0: onnxruntime decides)
+    threads: int = 0  # onnxruntime intra-op threads (0: the CPUs the server may use)
+    providers: tuple[str, ...] = ()  # onnxruntime providers, in order (none: the CPU)
 
     def override(self, settings: dict[str, Any]) -> BatchSettings:
         known = {k: settings[k] for k in self.__dataclass_fields__ if k in settings}
+        if isinstance(known.get("providers"), str):  # "cuda" means ["cuda"], not its letters
+            known["providers"] = [known["providers"]]
         try:
             updated = replace(self, **{k: type(getattr(self, k))(v) for k, v in known.items()})
         except (TypeError, ValueError):
@@ -66,3 +69,5 @@ class ServerSettings:
     max_connections: int = 0  # open connections, both ports (0: what the file limit allows)
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides the bound address and loopback
     admin_token: str | None = field(default=None, repr=False)  # None: the admin API is off
+    model_name: str | None = None  # the repository is this one model's folder (KServe's layout)
+    json_logs: bool = False  # log lines (and the access log) as JSON on stdout

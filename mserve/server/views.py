@@ -58,6 +58,10 @@ def model_config(served: ServedVersion) -> dict[str, Any]:
         "input": [tensor(s) for s in served.signature.inputs],
         "output": [tensor(s) for s in served.signature.outputs],
     }
+    config["parameters"] = {  # Triton's free-form map: where this version runs
+        "execution_providers": {"string_value": ",".join(served.providers)},
+        "onnxruntime_threads": {"string_value": str(served.threads)},
+    }
     if batching:
         config["dynamic_batching"] = {
             "max_queue_delay_microseconds": int(served.settings.max_queue_delay_ms * 1000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -42,7 +43,8 @@ class RestApp:
         self.settings = settings
         self.plane = plane
         self.routes = Routes(plane, admin, settings, server_version)
-        self.access_log = AccessLog() if settings.access_log else None
+        stream = sys.stdout.buffer if settings.json_logs else sys.stderr.buffer
+        self.access_log = AccessLog(stream) if settings.access_log else None
         self.host_allowed = HostCheck(settings.host, settings.allowed_hosts)
         # What lifespan runs (the composition root sets them: loading models, gRPC).
         self.on_startup: Callable[[], Awaitable[None]] | None = None
