@@ -162,19 +162,19 @@ def serve(
     import uvicorn
 
     logs.configure(json=settings.json_logs)
-    settings = fit_threads(settings, workers)
+    # Both ports bound first: one in use stops the start at once, before anything is said.
     http_socket = http or bind(settings.host, settings.port, "port")
+    grpc_port = settings.grpc_port
+    grpc_socket = grpc or (bind(settings.host, grpc_port, "gRPC port") if grpc_port else None)
+    settings = fit_threads(settings, workers)
     if workers > 1:
         from .workers import supervise
 
-        grpc_port = settings.grpc_port
-        grpc_socket = bind(settings.host, grpc_port, "gRPC port") if grpc_port else None
         supervise(settings, workers, http_socket, grpc_socket)
         return
     server = build(settings, siblings)
     sockets = [http_socket]
-    if settings.grpc_port:
-        server.grpc_socket = grpc or bind(settings.host, settings.grpc_port, "gRPC port")
+    server.grpc_socket = grpc_socket
     if siblings is not None:
         # Where the other workers reach this one, listening from now: a change they tell it of
         # while it loads waits there, and is applied once it has loaded.
