@@ -37,6 +37,7 @@ from .settings import BatchSettings, ServerSettings, VersionPolicy
 
 log = logging.getLogger("mserve.server")
 RESTART_PAUSE_S = (1.0, 30.0)  # a worker that dies is started again after this, doubling
+STEADY_S = 60.0  # ... back to the first pause for a worker that had run this long
 SIBLING_TIMEOUT_S = 5.0
 # Gauges that add up over workers (the rest are states: the highest, or the lowest, is shown).
 ADDED = frozenset(
@@ -152,6 +153,8 @@ def supervise(
             bound.listen(2048)
     folder = Path(tempfile.mkdtemp(prefix="mserve-workers-"))  # 0700: only this user
     stopping = False
+    workers: list[subprocess.Popen[bytes]] = []
+    started: list[float] = []
 
     def stop(signum: int, frame: Any) -> None:
         nonlocal stopping
@@ -179,7 +182,9 @@ def supervise(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("serving with %d workers on http://%s:%d", count, settings.host, settings.port)
-    workers = [start(index) for index in range(count)]
+    for index in range(count):
+        workers.append(start(index))
+        started.append(time.monotonic())
     pauses = [RESTART_PAUSE_S[0]] * count
     code = 0
     try:
@@ -189,6 +194,8 @@ def supervise(
                 exited = worker.poll()
                 if exited is None or stopping:
                     continue
+                if time.monotonic() - started[index] > STEADY_S:  # not one that keeps dying
+                    pauses[index] = RESTART_PAUSE_S[0]
                 log.error(
                     "worker %d exited (%d); starting it again in %g s", index, exited, pauses[index]
                 )
@@ -196,6 +203,7 @@ def supervise(
                 pauses[index] = min(pauses[index] * 2, RESTART_PAUSE_S[1])
                 if not stopping:
                     workers[index] = start(index)
+                    started[index] = time.monotonic()
         code = max(abs(worker.returncode or 0) for worker in workers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
