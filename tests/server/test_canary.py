@@ -27,6 +27,7 @@ from tests.conftest import Server, new_bucket, wait_until
 pytestmark = pytest.mark.slow
 
 ACTOR = "tester"
+TOKEN = "test-admin-token-0123456789"
 ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 INFER = "/v2/models/adder/infer"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -157,7 +158,7 @@ def test_a_weighted_canary_lands_within_tolerance_and_a_sticky_header_holds(
 
 
 def test_shadow_copies_are_compared_off_the_request_path(adders: Path) -> None:
-    server = Server(adders)
+    server = Server(adders, env={"MSERVE_ADMIN_TOKEN": TOKEN})
     runner = CliRunner()
     try:
         started = runner.invoke(
@@ -166,6 +167,15 @@ def test_shadow_copies_are_compared_off_the_request_path(adders: Path) -> None:
         )
         assert started.exit_code == 0, started.stderr
         assert wait_until(lambda: applies(server, 3))
+        status = runner.invoke(
+            app, ["status", "--server", server.url], env={"MSERVE_ADMIN_TOKEN": TOKEN}
+        )
+        canary = LocalRepository(adders).state("adder").canary
+        assert canary is not None
+        assert f"adder: canary {canary.id}: 0% of 'stable' to 3, shadowing 1" in " ".join(
+            status.stdout.split()
+        )
+        assert "not applied" not in status.stdout
         with httpx.Client(base_url=server.url) as client:
             for _ in range(200):
                 reply = client.post(INFER, json=ROW)
@@ -367,3 +377,42 @@ def test_replicas_on_s3_fetch_a_canary_candidate_and_split_alike(
     finally:
         for replica in replicas:
             assert replica.stop() == 0
+
+
+def test_a_canary_through_a_servers_admin_api_is_the_same_repository_write(
+    adders: Path,
+) -> None:
+    server = Server(adders, env={"MSERVE_ADMIN_TOKEN": TOKEN})
+    runner = CliRunner()
+    env = {"MSERVE_ADMIN_TOKEN": TOKEN}
+    try:
+        where = ["--server", server.url, "--wait"]
+        started = runner.invoke(
+            app, ["canary", "start", "adder", "2", "--weight", "20", *where], env=env
+        )
+        assert started.exit_code == 0, started.stdout + started.stderr
+        assert "canary adder: 20% of 'stable' to 2 (baseline 1)" in started.stdout
+        state = LocalRepository(adders).state("adder")
+        assert state.canary is not None and state.history[-1]["via"].startswith("admin API")
+        assert applies(server, 2)  # answered once this server applies it
+        refused = httpx.post(
+            f"{server.url}/admin/models/adder/canary",
+            json={"version": 3, "weight": "lots"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "field 'weight' must be a number"}
+        running = httpx.post(
+            f"{server.url}/admin/models/adder/canary",
+            json={"version": 3},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert running.status_code == 409
+        aborted = runner.invoke(
+            app, ["canary", "abort", "adder", "--reason", "by hand", *where], env=env
+        )
+        assert aborted.exit_code == 0, aborted.stdout + aborted.stderr
+        assert applies(server, None)
+        assert LocalRepository(adders).state("adder").history[-1]["detail"] == "by hand"
+    finally:
+        assert server.stop() == 0
