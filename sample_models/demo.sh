@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled samples: export every framework, validate, list, show, predict,
 # bench, then serve the repository, predict and bench through the server, and promote, roll
-# back and retire versions through its admin API.
+# back, run a canary (with shadow traffic) and retire versions through its admin API.
 # Usage: sample_models/demo.sh [REPO]   (default build/demo-models; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +73,16 @@ run mserve promote iris 1 --server "$URL" --wait --actor demo
 run mserve promote iris 2 --server "$URL" --wait --actor demo
 run mserve predict iris --server "$URL" --input '[[5.1, 3.5, 1.4, 0.2]]'
 run mserve rollback iris --server "$URL" --wait --actor demo
+# A canary: a quarter of 'stable''s requests to iris:2, sticky per user, the rest shadowed to it;
+# every replica's figures judged against the baseline; then aborted
+run mserve canary start iris 2 --weight 25 --header x-user --shadow --server "$URL" --wait --actor demo
+python -c 'import sys, httpx
+row = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+with httpx.Client() as client:
+    answered = [client.post(sys.argv[1], json=row, headers={"x-user": f"user-{i}"}).headers["mserve-model-version"] for i in range(400)]
+print("answered by version:", {v: answered.count(v) for v in sorted(set(answered))})' "$URL/v2/models/iris/infer"
+run mserve canary show iris --server "$URL" --min-requests 50 --max-latency-ratio 5
+run mserve canary abort iris --reason "demo over" --server "$URL" --wait --actor demo
 run mserve retire iris 2 --server "$URL" --actor demo
 run mserve status iris --server "$URL"
 kill -TERM $SERVER && wait $SERVER
