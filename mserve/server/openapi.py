@@ -118,11 +118,20 @@ def document(server_version: str) -> dict[str, Any]:
                 **admin,
             ),
         }
-    for operation, body in (("promote", "promote"), ("rollback", "rollback"), ("retire", "retire")):
+    changes = (
+        ("promote", "Promote"),
+        ("rollback", "Rollback"),
+        ("retire", "Retire"),
+        ("canary", "Start a canary"),
+        ("canary/promote", "Promote the canary's candidate"),
+        ("canary/abort", "Abort the canary"),
+    )
+    for operation, summary in changes:
+        body = operation.replace("/", "_")
         paths[f"/admin/models/{{model}}/{operation}"] = {
             "parameters": [MODEL],
             **_post(
-                f"{operation.capitalize()} (one repository change)",
+                f"{summary} (one repository change)",
                 body,
                 any_json,
                 400,
@@ -320,5 +329,24 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"version": {"type": "integer", "minimum": 1}, "actor": {"type": "string"}},
         "required": ["version"],
+    },
+    "canary": {
+        "type": "object",
+        "properties": {
+            "version": {"type": "integer", "minimum": 1},
+            "label": {"type": "string"},
+            "weight": {"type": "number", "minimum": 0, "maximum": 100},
+            "header": {"type": "string"},
+            "shadow": {"type": "boolean"},
+            "tolerance": {"type": "number", "minimum": 0},
+            "actor": {"type": "string"},
+            "allow_breaking": {"type": "boolean"},
+        },
+        "required": ["version"],
+    },
+    "canary_promote": {"type": "object", "properties": {"actor": {"type": "string"}}},
+    "canary_abort": {
+        "type": "object",
+        "properties": {"actor": {"type": "string"}, "reason": {"type": "string"}},
     },
 }
