@@ -111,8 +111,8 @@ def serve_command(
         typer.Option(
             envvar="MSERVE_THREADS",
             metavar="N",
-            help="onnxruntime threads per model (0: the CPUs this process may use, by its "
-            "affinity and cgroup quota, shared among --workers).",
+            help="onnxruntime threads per model (0: the cores this process may use, by its "
+            "affinity mask and cgroup quota, shared among --workers).",
         ),
     ] = 0,
     provider: Annotated[

@@ -9,21 +9,41 @@ import os
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
+DEVICES = Path("/sys/devices/system/cpu")
 
 
-def usable_cpus(cgroup: Path = CGROUP) -> tuple[int, str]:
-    """The CPUs this process may use, and how that was found (for the log and status)."""
+def usable_cpus(cgroup: Path = CGROUP, devices: Path = DEVICES) -> tuple[int, str]:
+    """The cores this process may use, and how that was found (for the log and status): the
+    physical cores of the CPUs in its affinity mask (onnxruntime's own default counts physical
+    cores: a second hardware thread of a core adds little to its arithmetic), capped by a
+    cgroup CPU quota."""
     try:
-        affinity = len(os.sched_getaffinity(0))
+        affinity = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
-        affinity = os.cpu_count() or 1
-    quota = cgroup_quota(cgroup)
-    if quota is not None and quota < affinity:
-        limit = max(1, math.ceil(quota))
-        return limit, f"a cgroup quota of {quota:g} CPUs ({affinity} in the affinity mask)"
-    return affinity, f"{affinity} in the affinity mask" + (
-        "" if quota is None else f", under a cgroup quota of {quota:g}"
+        affinity = list(range(os.cpu_count() or 1))
+    cores = physical_cores(affinity, devices)
+    how = f"{cores} cores in the affinity mask" + (
+        f" ({len(affinity)} hardware threads)" if cores != len(affinity) else ""
     )
+    quota = cgroup_quota(cgroup)
+    if quota is not None and quota < cores:
+        return max(1, math.ceil(quota)), f"a cgroup quota of {quota:g} CPUs; {how}"
+    return cores, how + ("" if quota is None else f", under a cgroup quota of {quota:g}")
+
+
+def physical_cores(cpus: list[int], devices: Path = DEVICES) -> int:
+    """How many distinct cores CPUS (logical CPU numbers) sit on; each CPU its own core when
+    the topology cannot be read."""
+    cores = set()
+    for cpu in cpus:
+        topology = devices / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return len(cpus)
+        cores.add((package, core))
+    return max(1, len(cores))
 
 
 def cgroup_quota(

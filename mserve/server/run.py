@@ -139,13 +139,13 @@ def bind(host: str, port: int, what: str) -> socket.socket:
 
 
 def fit_threads(settings: ServerSettings, workers: int) -> ServerSettings:
-    """onnxruntime's threads per model, unless set: the CPUs this process may use (its
-    affinity, a cgroup quota), shared among the workers."""
+    """onnxruntime's threads per model, unless set: the cores this process may use (the
+    physical cores of its affinity mask, a cgroup quota), shared among the workers."""
     if settings.defaults.threads:
         return settings
-    cpus, how = usable_cpus()
-    threads = max(1, cpus // workers)
-    log.info("onnxruntime threads per model: %d (%d CPUs usable: %s)", threads, cpus, how)
+    cores, how = usable_cpus()
+    threads = max(1, cores // workers)
+    log.info("onnxruntime threads per model: %d (%d cores usable: %s)", threads, cores, how)
     return replace(settings, defaults=replace(settings.defaults, threads=threads))
 
 

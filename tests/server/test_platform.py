@@ -17,7 +17,7 @@ import pytest
 from mserve.cli.app import app
 from typer.testing import CliRunner
 
-from mserve.cpus import cgroup_quota, usable_cpus
+from mserve.cpus import cgroup_quota, physical_cores, usable_cpus
 from mserve.errors import EnvironmentProblem, UsageError
 from mserve.providers import choose
 from mserve.repository import LocalRepository
@@ -239,8 +239,19 @@ def test_threads_fit_the_cgroup_quota_and_the_affinity(tmp_path: Path) -> None:
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_quota(v1, tmp_path / "none") == 0.5
 
+    # two cores with two hardware threads each: 2 threads, not 4
+    devices = tmp_path / "cpu"
+    for cpu, core in enumerate((0, 0, 1, 1)):
+        topology = devices / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    assert physical_cores([0, 1, 2, 3], devices) == 2
+    assert physical_cores([0, 1], devices) == 1
+    assert physical_cores([0, 7], devices) == 2  # topology unreadable: each CPU a core
+
     affinity = len(os.sched_getaffinity(0))
     cpus, how = usable_cpus(v1)  # half a CPU: one thread
     assert cpus == 1
     assert how.startswith("a cgroup quota of 0.5 CPUs") or affinity == 1
-    assert usable_cpus(tmp_path / "nothing")[0] == affinity
+    assert usable_cpus(tmp_path / "nothing", tmp_path / "no-devices")[0] == affinity
