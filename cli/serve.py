@@ -111,8 +111,8 @@ def serve_command(
         typer.Option(
             envvar="MSERVE_THREADS",
             metavar="N",
-            help="onnxruntime threads per model (0: the cores this process may use, by its "
-            "affinity mask and cgroup quota, shared among --workers).",
+            help="onnxruntime threads per model (0: onnxruntime's default; under a cgroup CPU "
+            "quota or with --workers, the cores usable, shared among the workers).",
         ),
     ] = 0,
     provider: Annotated[

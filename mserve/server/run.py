@@ -139,11 +139,16 @@ def bind(host: str, port: int, what: str) -> socket.socket:
 
 
 def fit_threads(settings: ServerSettings, workers: int) -> ServerSettings:
-    """onnxruntime's threads per model, unless set: the cores this process may use (the
-    physical cores of its affinity mask, a cgroup quota), shared among the workers."""
+    """onnxruntime's threads per model, unless set. Its own default (0) when nothing limits the
+    process more than its cores: measured faster than any explicit count here (it pins its
+    threads), benchmarks/RESULTS.md. A cgroup quota below the cores (a pod's CPU limit), or
+    workers sharing them, get an explicit count: the cores usable, shared among the workers."""
     if settings.defaults.threads:
         return settings
     cores, how = usable_cpus()
+    if workers == 1 and not how.startswith("a cgroup quota"):
+        log.info("onnxruntime threads per model: its default (%d cores usable: %s)", cores, how)
+        return settings
     threads = max(1, cores // workers)
     log.info("onnxruntime threads per model: %d (%d cores usable: %s)", threads, cores, how)
     return replace(settings, defaults=replace(settings.defaults, threads=threads))

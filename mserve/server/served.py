@@ -49,8 +49,11 @@ class ServedVersion:
 
     @cached_property
     def threads(self) -> int:
-        """onnxruntime's intra-op threads for this version."""
-        return int(self.runner.session.get_session_options().intra_op_num_threads)
+        """onnxruntime's intra-op threads for this version (its default: the cores usable)."""
+        from mserve.cpus import usable_cpus
+
+        threads = int(self.runner.session.get_session_options().intra_op_num_threads)
+        return threads or usable_cpus()[0]
 
     @cached_property
     def unbatched(self) -> Unbatched | None:
